@@ -3,15 +3,45 @@
 `choose` draws one id per row from logits, with temperature, top-k, top-p (nucleus) and an optional
 mask of allowed ids; it is the single place where randomness enters sampling, so every decoder
 (plain text here, constrained poems elsewhere) shares its exactness guarantees.
+
+`generate` runs a model forward from a prime text and streams the continuation as text chunks;
+several samples are drawn together through the batch dimension.
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from charrnn.errors import CharRNNError, UsageError
+
+if TYPE_CHECKING:
+    from charrnn.corpus import Vocab
+
+__all__ = ["choose", "check_sampling_options", "generate", "StepModel"]
+
+# With an empty prime the model still needs an input to produce its first logits: the first of
+# these characters that the vocabulary has (a line break is where text naturally begins), else id 0.
+_START_CHARS = ("\n", " ")
+# A single streamed sample is handed out in chunks of this many characters, so output appears
+# live without paying a decode and a write per character.
+_CHUNK = 32
+
+
+class StepModel(Protocol):
+    """What sampling needs from a model (charrnn.model.CharRNN provides it)."""
+
+    vocab_size: int
+    dtype: np.dtype
+
+    def init_state(self, batch_size: int) -> list:
+        """The zero recurrent state for batch_size streams."""
+
+    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        """ids (B,) int -> logits (B, V) float, new state; `state` is left unchanged."""
 
 
 def check_sampling_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -138,3 +168,186 @@ def _keep_nucleus(p: np.ndarray, top_p: float) -> None:
     kept = (before < top_p * total).sum(axis=1)  # >= 1: nothing precedes the most probable id
     smallest_kept = desc[np.arange(len(desc)), kept - 1, None]
     p[p < smallest_kept] = 0.0
+
+
+def generate(
+    model: StepModel,
+    vocab: Vocab,
+    rng: np.random.Generator,
+    *,
+    prime: str = "",
+    length: int = 200,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop: str | None = None,
+    on_unknown: str = "error",
+) -> Iterator[str]:
+    """Sample text from `model`; returns an iterator of text chunks to write out as they come.
+
+    prime: text fed to the model (one step per character) before sampling; it is the start of
+        every sample's output. Characters the vocabulary lacks are handled by on_unknown:
+        "error" (CharRNNError listing them), "drop" (left out) or "unk" (mapped to <unk>, shown
+        as U+FFFD). The output shows the prime as the model saw it, i.e. after dropping or
+        mapping. With an empty prime the state starts at zero and the first input is a line
+        break (else a space, else id 0); that start character is not part of the output.
+    length: number of new characters per sample after the prime (>= 0).
+    num_samples: samples drawn together through the batch dimension (B = num_samples).
+    temperature, top_k, top_p: as in `choose`; temperature 0 is greedy and uses no randomness.
+    stop: a sample ends right after the first occurrence of this string in its generated text
+        (the stop string is included; occurrences inside the prime do not count). Every sample
+        stops on its own; sampling ends when all have stopped or reached `length`.
+
+    Output: with one sample, the prime first, then the new text in chunks of at most 32
+    characters as it is generated. With several, each sample is yielded whole once it and the
+    samples before it are finished, preceded by a header line "--- sample K ---" (K from 1);
+    every header after the first also gets a line break in front of it, so the output is
+    "--- sample 1 ---\\n" + text1 + "\\n--- sample 2 ---\\n" + text2 + ... and splits back
+    exactly. No line break is added after the last sample. The same rng state gives the same
+    text.
+
+    All arguments are checked before this returns (UsageError for out-of-range options,
+    CharRNNError for a prime or stop string the vocabulary cannot represent), so a bad request
+    never produces partial output.
+    """
+    check_sampling_options(temperature, top_k, top_p)
+    _check_count(length, "--length", minimum=0)
+    _check_count(num_samples, "--num-samples", minimum=1)
+    if len(vocab) != model.vocab_size:
+        raise CharRNNError(
+            f"the vocabulary has {len(vocab)} characters but the model predicts "
+            f"{model.vocab_size}; the checkpoint is inconsistent (retrain or re-save it)"
+        )
+    prime_ids = _encode_prime(vocab, prime, on_unknown)
+    stop_ids = _encode_stop(vocab, stop)
+    context = prime_ids.tolist() or [_start_id(vocab)]
+    steps = _steps(model, rng, context, num_samples, length, (temperature, top_k, top_p))
+    prime_text = vocab.decode(prime_ids)
+    if num_samples == 1:
+        return _stream_one(vocab, prime_text, steps, length, stop_ids)
+    return _stream_many(vocab, prime_text, steps, num_samples, length, stop_ids)
+
+
+def _check_count(value: int, option: str, minimum: int) -> None:
+    """UsageError naming `option` unless value is an integer >= minimum."""
+    try:
+        ok = operator.index(value) >= minimum
+    except TypeError:
+        ok = False
+    if not ok:
+        raise UsageError(f"{option} must be an integer >= {minimum}")
+
+
+def _encode_prime(vocab: Vocab, prime: str, on_unknown: str) -> np.ndarray:
+    """The ids (N,) of the prime text, unknown characters handled as `on_unknown` says."""
+    if on_unknown not in ("error", "drop", "unk"):
+        raise UsageError(f"--on-unknown must be error, drop or unk, got {on_unknown!r}")
+    missing = vocab.missing(prime)
+    if missing and (on_unknown == "error" or (on_unknown == "unk" and vocab.unk_id is None)):
+        listed = ", ".join(repr(c) for c in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        fix = "pass --on-unknown drop to leave them out"
+        if vocab.unk_id is not None:
+            fix += " or --on-unknown unk to map them to <unk>"
+        raise CharRNNError(
+            f"--prime has {len(missing)} character(s) not in the model's vocabulary: {listed} "
+            f"(remove them, or {fix})"
+        )
+    return vocab.encode(prime, on_unknown=on_unknown)
+
+
+def _encode_stop(vocab: Vocab, stop: str | None) -> np.ndarray | None:
+    """The ids (S,) int64 of the stop string, or None without one."""
+    if stop is None:
+        return None
+    if not isinstance(stop, str) or not stop:
+        raise UsageError("--stop must be a non-empty string")
+    missing = vocab.missing(stop)
+    if missing:
+        listed = ", ".join(repr(c) for c in missing[:20])
+        raise CharRNNError(
+            f"--stop has character(s) the model can never generate: {listed} "
+            "(use a stop string made of characters from the training text)"
+        )
+    return vocab.encode(stop).astype(np.int64)
+
+
+def _start_id(vocab: Vocab) -> int:
+    """The input that starts sampling when there is no prime."""
+    for ch in _START_CHARS:
+        if ch in vocab:
+            return vocab.index[ch]
+    return 0
+
+
+def _steps(model, rng, context, batch_size, length, options) -> Iterator[np.ndarray]:
+    """Feed `context` (list of ids) to all streams, then yield the ids (B,) int64 of each new
+    character, feeding each back before drawing the next. Stops after `length` draws, or
+    earlier if the consumer stops asking (no model step is wasted either way)."""
+    if length == 0:
+        return
+    state = model.init_state(batch_size)
+    for token in context:
+        logits, state = model.step(np.full(batch_size, token, dtype=np.int64), state)
+    temperature, top_k, top_p = options
+    for n in range(length):
+        ids = _draw(logits, rng, temperature, top_k, top_p, None)
+        yield ids
+        if n + 1 < length:
+            logits, state = model.step(ids, state)
+
+
+def _stream_one(vocab, prime_text, steps, length, stop_ids) -> Iterator[str]:
+    """Chunks of a single sample: the prime, then the new text every _CHUNK characters."""
+    if prime_text:
+        yield prime_text
+    out = np.empty(length, dtype=np.int64)
+    n_stop = 0 if stop_ids is None else len(stop_ids)
+    last_stop_id = -1 if stop_ids is None else int(stop_ids[-1])  # ids are >= 0: never matches
+    done = start = 0
+    for ids in steps:
+        token = ids[0]
+        out[done] = token
+        done += 1
+        # Compare the whole tail only when the last character already matches.
+        if token == last_stop_id and done >= n_stop:
+            if (out[done - n_stop : done] == stop_ids).all():
+                break
+        if done - start == _CHUNK:
+            yield vocab.decode(out[start:done])
+            start = done
+    if done > start:
+        yield vocab.decode(out[start:done])
+
+
+def _stream_many(vocab, prime_text, steps, batch_size, length, stop_ids) -> Iterator[str]:
+    """Each finished sample, in order, with its header (see `generate`)."""
+    out = np.empty((batch_size, length), dtype=np.int64)
+    ends = np.full(batch_size, length)  # number of generated characters kept per sample
+    running = np.ones(batch_size, dtype=bool)
+    n_stop = 0 if stop_ids is None else len(stop_ids)
+    last_stop_id = -1 if stop_ids is None else int(stop_ids[-1])
+    emitted = 0
+    for n, ids in enumerate(steps):
+        out[:, n] = ids
+        if stop_ids is None or n + 1 < n_stop:
+            continue
+        hit = running & (ids == last_stop_id)
+        if not hit.any():
+            continue
+        hit &= (out[:, n + 1 - n_stop : n + 1] == stop_ids).all(axis=1)
+        ends[hit] = n + 1
+        running &= ~hit
+        while emitted < batch_size and not running[emitted]:
+            yield _with_header(emitted, prime_text + vocab.decode(out[emitted, : ends[emitted]]))
+            emitted += 1
+        if emitted == batch_size:
+            return
+    for b in range(emitted, batch_size):
+        yield _with_header(b, prime_text + vocab.decode(out[b, : ends[b]]))
+
+
+def _with_header(index: int, text: str) -> str:
+    """Sample `index` (0-based) preceded by its header line (see `generate` for the format)."""
+    gap = "\n" if index else ""
+    return f"{gap}--- sample {index + 1} ---\n{text}"
