@@ -1,0 +1,460 @@
+"""Run configuration: strict dataclasses, the single source of defaults, read from/written to YAML.
+
+A config file is a YAML mapping with the top-level keys `name` and `out_dir` and the sections
+`data`, `model` and `train`; every key is optional and takes the default declared below. Files
+are parsed with `yaml.safe_load` only, so no YAML tag can construct a Python object. Unknown keys,
+wrong types and out-of-range values are `UsageError`s naming the file (or the `--set` override)
+and the key.
+
+Each field's type annotation and its `_spec(...)` metadata are the whole validation table: one
+generic checker (`_checked`) reads them, and each dataclass adds only the rules that tie two
+fields together (`_cross_check`). The dataclasses validate in `__post_init__`, so a Config built
+in code is held to the same rules as one read from a file.
+
+This is the only module that imports yaml.
+"""
+
+import dataclasses
+import difflib
+import math
+import operator
+import re
+import types
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar
+
+import yaml
+
+from charrnn.errors import CharRNNError, UsageError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+]
+
+
+class ConfigError(UsageError):
+    """An invalid config value; `key` is the dotted key at fault (e.g. "train.learning_rate")."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def _spec(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+          ge: float | None = None, gt: float | None = None, le: float | None = None,
+          lt: float | None = None, choices: tuple[str, ...] | None = None,
+          check: Callable[[Any], str | None] | None = None) -> Any:
+    """A dataclass field carrying its own constraints; `check(value)` returns a problem or None."""
+    rules = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "check": check}
+    return field(default=default, default_factory=default_factory,
+                 metadata={k: v for k, v in rules.items() if v is not None})
+
+
+def _known_text_encoding(name: str) -> str | None:
+    try:
+        # encoding a character (not just codecs.lookup) also rejects bytes-to-bytes codecs such
+        # as base64; an empty string would short-circuit before the codec is looked at
+        "a".encode(name)
+    except UnicodeError:
+        pass  # a text codec that cannot represent "a" is still a text codec
+    except LookupError:
+        return f"must be a text encoding Python knows, e.g. utf-8 or latin-1 (got {name!r})"
+    return None
+
+
+def _plain_directory_name(name: str) -> str | None:
+    if name in (".", "..") or "/" in name or "\\" in name:
+        return f"must be a plain directory name without path separators (got {name!r})"
+    return None
+
+
+class _Section:
+    """Validation shared by the config dataclasses: every field checked, then cross-field rules."""
+
+    _section: ClassVar[str]  # dotted-key prefix: "data", "model", "train"; "" at the top level
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            key = f"{self._section}.{f.name}" if self._section else f.name
+            setattr(self, f.name, _checked(key, getattr(self, f.name), f.type, f.metadata))
+        self._cross_check()
+
+    def _cross_check(self) -> None:
+        """Rules involving more than one field; raise ConfigError naming the key to change."""
+
+    def _key(self, name: str) -> str:
+        return f"{self._section}.{name}" if self._section else name
+
+
+@dataclass
+class DataConfig(_Section):
+    """Where the text comes from and how it becomes a vocabulary."""
+
+    _section: ClassVar[str] = "data"
+
+    path: str | list[str] = "corpora/tinyshakespeare.txt"  # text file(s), relative to the cwd
+    val_path: str | list[str] | None = None  # separate validation text; None = tail of path
+    val_fraction: float = _spec(0.1, gt=0.0, lt=1.0)  # held-out tail of path when val_path is None
+    encoding: str = _spec("utf-8", check=_known_text_encoding)  # codec of the text files
+    max_vocab: int | None = _spec(None, ge=2)  # most frequent characters + <unk>; None = all
+
+
+@dataclass
+class ModelConfig(_Section):
+    """The network: recurrent cells between one-hot (or embedded) input and a softmax head."""
+
+    _section: ClassVar[str] = "model"
+
+    cell: str = _spec("lstm", choices=("lstm", "gru", "rnn"))  # recurrent cell type
+    hidden_size: int = _spec(128, ge=1)  # units per recurrent layer
+    num_layers: int = _spec(2, ge=1, le=16)  # stacked recurrent layers
+    embedding_size: int = _spec(0, ge=0)  # 0 = one-hot input straight into the first layer
+    dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # drop probability on recurrent layer outputs
+    peephole: bool = False  # LSTM gates also see the cell state (lstm only)
+    nonlinearity: str = _spec("tanh", choices=("tanh", "relu"))  # vanilla RNN activation (rnn only)
+
+    def _cross_check(self) -> None:
+        if self.peephole and self.cell != "lstm":
+            raise ConfigError(self._key("peephole"),
+                              f"model.peephole applies only to cell lstm (cell is {self.cell!r}); "
+                              "remove it or set it to false")
+        if self.nonlinearity != "tanh" and self.cell != "rnn":
+            raise ConfigError(self._key("nonlinearity"),
+                              "model.nonlinearity applies only to cell rnn "
+                              f"(cell is {self.cell!r}); "
+                              "remove it or set it to tanh")
+
+
+@dataclass
+class TrainConfig(_Section):
+    """Optimisation, schedule, stopping, evaluation and recovery from divergence."""
+
+    _section: ClassVar[str] = "train"
+
+    batch_size: int = _spec(32, ge=1)  # parallel streams through the text
+    seq_len: int = _spec(64, ge=1)  # timesteps per truncated-BPTT window
+    optimizer: str = _spec("adam", choices=("sgd", "adagrad", "rmsprop", "adam"))  # update rule
+    learning_rate: float = _spec(2e-3, gt=0.0)  # base step size (peak of the schedule)
+    momentum: float = _spec(0.9, ge=0.0, lt=1.0)  # sgd only; 0 = plain SGD
+    beta1: float = _spec(0.9, ge=0.0, lt=1.0)  # adam: decay of the first-moment average
+    beta2: float = _spec(0.999, ge=0.0, lt=1.0)  # adam: decay of the second-moment average
+    eps: float = _spec(1e-8, gt=0.0)  # adagrad/rmsprop/adam: keeps the denominator away from zero
+    weight_decay: float = _spec(0.0, ge=0.0)  # decoupled for adam, plain L2 for the others
+    alpha: float = _spec(0.99, ge=0.0, lt=1.0)  # rmsprop: decay of the squared-gradient average
+    grad_clip: float = _spec(5.0, ge=0.0)  # clipping threshold; 0 = off
+    clip_mode: str = _spec("norm", choices=("norm", "value"))  # global L2 norm or element-wise
+    schedule: str = _spec("constant",  # learning rate after warm-up
+                          choices=("constant", "exponential", "step", "cosine"))
+    warmup_steps: int = _spec(0, ge=0)  # linear warm-up from learning_rate/warmup_steps
+    decay_rate: float = _spec(0.5, gt=0.0, le=1.0)  # exponential/step: factor per decay_every steps
+    decay_every: int = _spec(1000, ge=1)  # exponential/step: steps per decay_rate factor
+    min_lr: float = _spec(0.0, ge=0.0)  # cosine: learning rate at the end of the schedule
+    max_steps: int | None = _spec(1000, ge=1)  # stop after this many updates (None = no step limit)
+    max_epochs: int | None = _spec(None, ge=1)  # stop after this many passes over the training text
+    max_time: float | None = _spec(None, gt=0.0)  # stop after this many seconds of training
+    eval_every: int = _spec(200, ge=1)  # steps between validation, sample and checkpoint
+    log_every: int = _spec(10, ge=1)  # steps between training-loss log lines
+    sample_length: int = _spec(200, ge=0)  # characters sampled at each evaluation (0 = none)
+    seed: int = _spec(1234, ge=0)  # seeds initialisation, dropout and samples
+    dtype: str = _spec("float32", choices=("float32", "float64"))  # parameter/activation precision
+    divergence_factor: float = _spec(4.0, gt=1.0)  # loss > this x its running average = divergence
+    rollback_lr_factor: float = _spec(0.5, gt=0.0, lt=1.0)  # learning rate multiplier per rollback
+    max_rollbacks: int = _spec(5, ge=0)  # rollbacks allowed before training gives up
+
+    def _cross_check(self) -> None:
+        if self.max_steps is None and self.max_epochs is None and self.max_time is None:
+            raise ConfigError(self._key("max_steps"),
+                              "train.max_steps, train.max_epochs and train.max_time are all null; "
+                              "set at least one so training can stop")
+        if self.schedule == "cosine" and self.max_steps is None and self.max_epochs is None:
+            raise ConfigError(self._key("schedule"),
+                              "train.schedule cosine decays over a known number of steps; "
+                              "set train.max_steps or train.max_epochs")
+        if self.min_lr > self.learning_rate:
+            raise ConfigError(self._key("min_lr"),
+                              f"train.min_lr ({self.min_lr:g}) must not exceed "
+                              f"train.learning_rate ({self.learning_rate:g})")
+
+
+@dataclass
+class Config(_Section):
+    """A whole run: its name and output directory plus the data, model and train sections."""
+
+    _section: ClassVar[str] = ""
+
+    name: str = _spec("run", check=_plain_directory_name)  # run directory name under out_dir
+    out_dir: str = "runs"  # parent directory of run directories
+    data: DataConfig = _spec(default_factory=DataConfig)  # text and vocabulary
+    model: ModelConfig = _spec(default_factory=ModelConfig)  # network shape
+    train: TrainConfig = _spec(default_factory=TrainConfig)  # optimisation and stopping
+
+
+_SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _show(value: Any) -> str:
+    """A short rendering of a user value for an error message."""
+    if value is None:
+        return "null"  # spelled as in YAML, which is what the user typed
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _checked(key: str, value: Any, annotation: Any, rules: dict) -> Any:
+    """Coerce `value` to the field's annotated type and apply its rules; ConfigError otherwise."""
+    value = _coerced(key, value, annotation)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        _check_range(key, value, rules)
+    if "choices" in rules and value not in rules["choices"]:
+        choices = ", ".join(rules["choices"])
+        raise ConfigError(key, f"{key} must be one of {choices} (got {_show(value)})")
+    problem = rules["check"](value) if value is not None and "check" in rules else None
+    if problem:
+        raise ConfigError(key, f"{key} {problem}")
+    return value
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number",
+               str: "a non-empty string", list[str]: "a non-empty list of strings",
+               type(None): "null"}
+
+
+def _kinds(annotation: Any) -> tuple:
+    """The member types of an annotation: (str, NoneType) for `str | None`."""
+    return annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
+
+
+def _coerced(key: str, value: Any, annotation: Any) -> Any:
+    """The value as the first annotated type it can stand for; numbers written as text count."""
+    kinds = _kinds(annotation)
+    for kind in kinds:
+        if kind is type(None) and value is None:
+            return None
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and (number := _as_int(value)) is not None:
+            return number
+        if kind is float and (number := _as_float(value)) is not None:
+            return number
+        if kind is str and isinstance(value, str) and value:
+            return value
+        if kind == list[str] and isinstance(value, list) and value and all(
+                isinstance(item, str) and item for item in value):
+            return value
+        if dataclasses.is_dataclass(kind) and isinstance(value, kind):
+            return value
+    wanted = " or ".join(_KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+                         for kind in kinds)
+    misread_text = str in kinds and not isinstance(value, (str, list, type(None)))
+    hint = "; quote text that YAML would read as something else" if misread_text else ""
+    raise ConfigError(key, f"{key} must be {wanted} (got {_show(value)}){hint}")
+
+
+def _as_int(value: Any) -> int | None:
+    """An int for an int, an integral float, or text such as "1e3"; None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    number = _as_float(value)
+    # beyond 2**53 a float no longer holds every integer, so "1e30" is not taken as a count
+    if number is None or not number.is_integer() or abs(number) > 2**53:
+        return None
+    return int(number)
+
+
+def _as_float(value: Any) -> float | None:
+    """A finite float for an int, a float, or text such as "2e-3" (YAML 1.1 reads that as text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int with hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
+
+
+_BOUNDS = (("ge", ">=", operator.ge), ("gt", ">", operator.gt),
+           ("le", "<=", operator.le), ("lt", "<", operator.lt))
+
+
+def _check_range(key: str, value: float, rules: dict) -> None:
+    limits = [(symbol, rules[name], holds) for name, symbol, holds in _BOUNDS if name in rules]
+    if not all(holds(value, limit) for _, limit, holds in limits):
+        wanted = " and ".join(f"{symbol} {limit:g}" for symbol, limit, _ in limits)
+        raise ConfigError(key, f"{key} must be {wanted} (got {value:g})")
+
+
+def _unknown_key(key: str, valid: list[str]) -> ConfigError:
+    """The error for a key not in the schema, with the closest valid spelling or the full list."""
+    prefix, _, last = key.rpartition(".")
+    close = difflib.get_close_matches(last, valid, n=1)
+    if close:
+        suggestion = f"{prefix}.{close[0]}" if prefix else close[0]
+        return ConfigError(key, f"unknown key {key!r}; did you mean {suggestion!r}?")
+    where = f" in {prefix}" if prefix else ""
+    return ConfigError(key, f"unknown key {key!r}; valid keys{where}: {', '.join(valid)}")
+
+
+def _valid_keys(section: str | None) -> list[str]:
+    return [f.name for f in fields(_SECTIONS[section] if section else Config)]
+
+
+def _section_values(raw: dict, name: str) -> dict:
+    """The mapping given for section `name` ({} when absent or empty), checked to be a mapping."""
+    values = raw.get(name)
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(name, f"{name} must be a mapping of keys (got {_show(values)})")
+    return values
+
+
+def _build(raw: dict) -> Config:
+    """A Config from a nested mapping of user values; ConfigError names the first bad key."""
+    top_keys = _valid_keys(None)
+    for key in raw:
+        if key not in top_keys:
+            raise _unknown_key(str(key), top_keys)
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        values = _section_values(raw, name)
+        valid = _valid_keys(name)
+        for key in values:
+            if key not in valid:
+                raise _unknown_key(f"{name}.{key}", valid)
+        sections[name] = cls(**values)
+    plain = {key: raw[key] for key in raw if key not in _SECTIONS}
+    return Config(**plain, **sections)
+
+
+def _read_yaml(path: str) -> Any:
+    """The parsed content of a YAML file; UsageError naming the file for every failure."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a config file") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte offset {exc.start}); "
+                         "save the config as UTF-8") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    return _parse_yaml(text, path)
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load with its errors turned into one-line UsageErrors prefixed by `where`."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            tag = re.search(r"tag '([^']*)'", problem)
+            if tag:
+                shown = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+                raise UsageError(f"{where}: {at}YAML tag {shown!r} is not allowed; "
+                                 "a config holds plain values only") from None
+        raise UsageError(f"{where}: {at}invalid YAML: {problem}") from None
+
+
+def _parse_override(text: str) -> tuple[str | None, str, Any]:
+    """Split an override "section.key=value" (or "key=value") into (section or None, key, value)."""
+    label = f"--set {text}"
+    dotted, sep, raw_value = text.partition("=")
+    dotted = dotted.strip()
+    if not sep or not dotted:
+        raise UsageError(f"{label}: expected KEY=VALUE, e.g. train.learning_rate=1e-3")
+    parts = dotted.split(".")
+    if len(parts) > 2:
+        raise UsageError(f"{label}: {dotted!r} is not a key; keys look like section.key, "
+                         "e.g. train.learning_rate")
+    if len(parts) == 2 and parts[0] not in _SECTIONS:
+        raise UsageError(f"{label}: {_unknown_key(parts[0], list(_SECTIONS))}")
+    section, key = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+    if section is None and key in _SECTIONS:
+        raise UsageError(f"{label}: {key} is a section; set one of its keys, "
+                         f"e.g. {key}.{_valid_keys(key)[0]}=...")
+    if key not in _valid_keys(section):
+        raise UsageError(f"{label}: {_unknown_key(dotted, _valid_keys(section))}")
+    value = _parse_yaml(raw_value, label)
+    owner = _SECTIONS[section] if section else Config
+    annotation = next(f.type for f in fields(owner) if f.name == key)
+    if str in _kinds(annotation) and not isinstance(value, (str, list, type(None))):
+        # quoting is awkward on a command line: name=2024 means the text "2024"
+        value = raw_value.strip()
+    return section, key, value
+
+
+def load_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (None = all defaults) and apply "section.key=value" overrides in order.
+
+    Raises UsageError with a one-line message naming the file or override and the key.
+    """
+    source = str(path) if path is not None else "defaults"
+    raw = {} if path is None else _read_yaml(str(path))
+    if raw is None:
+        raw = {}  # an empty file means every default
+    if not isinstance(raw, dict):
+        raise UsageError(f"{source}: the top level must be a mapping of keys "
+                         f"({', '.join(_valid_keys(None))}), got {type(raw).__name__}")
+    try:
+        merged = {key: value for key, value in raw.items() if key not in _SECTIONS}
+        merged.update({name: dict(_section_values(raw, name)) for name in _SECTIONS})
+    except ConfigError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    origin = {}  # dotted key -> the override that set it, so an error blames the right place
+    for text in overrides:
+        section, key, value = _parse_override(text)
+        (merged[section] if section else merged)[key] = value
+        origin[f"{section}.{key}" if section else key] = f"--set {text}"
+    try:
+        return _build(merged)
+    except ConfigError as exc:
+        raise UsageError(f"{origin.get(exc.key, source)}: {exc}") from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """The config as nested plain dicts, lists, str, int, float, bool and None (JSON/YAML ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(d: dict, source: str = "config") -> Config:
+    """A Config from `config_to_dict` output (e.g. stored in a checkpoint), validated like a file.
+
+    `source` names where the dict came from in error messages (e.g. the checkpoint path).
+    """
+    if not isinstance(d, dict):
+        raise UsageError(f"{source}: a config must be a mapping of keys, got {type(d).__name__}")
+    try:
+        return _build(d)
+    except ConfigError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+
+
+def dump_config(cfg: Config, path: str) -> None:
+    """Write the config as YAML, keys in schema order; load_config(path) gives an equal Config."""
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True,
+                          default_flow_style=False)
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise CharRNNError(f"cannot write {path}: {exc.strerror or exc}") from None
