@@ -1,0 +1,212 @@
+"""CharRNN: a character-level language model built from a stack of recurrent cells.
+
+    ids (B, T) --one-hot / embedding--> layer 0 --> ... --> layer L-1 --[dropout]--> head --> logits
+
+Parameters live in one flat dict with dotted keys (`embed.W`, `layers.0.Wx`, `head.W`, ...);
+gradients come back in a dict with the same keys, so clipping, optimizers, checkpoints and
+gradient checks are each one loop over the keys. The recurrent state is owned by the caller:
+passed in, returned out, never stored here.
+
+Internally everything is time-major (T, B, ...): each timestep's slice is then contiguous.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cells import make_cell
+from .functional import scatter_add_rows, softmax_cross_entropy_
+
+
+class CharRNN:
+    """Stacked LSTM/GRU/RNN with a linear softmax head.
+
+    Input is one-hot over the vocabulary (implemented as a row gather of the first layer's Wx),
+    or, with embedding_size > 0, a learned embedding `embed.W` (V, E) feeding the first layer.
+    Dropout (inverted, training only) is applied to the input of every layer above the first
+    and to the input of the head.
+
+        logits = h_top Wy + by          head.W (H, V), head.b (V,)
+        loss   = mean over B*T of -log softmax(logits)[target]   (nats)
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int = 128, num_layers: int = 1,
+                 cell: str = "lstm", embedding_size: int = 0, dropout: float = 0.0,
+                 peephole: bool = False, nonlinearity: str = "tanh", dtype=np.float32):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.cell_type = cell
+        self.embedding_size = embedding_size
+        self.dropout = dropout
+        self.peephole = peephole
+        self.nonlinearity = nonlinearity
+        self.dtype = np.dtype(dtype)
+        input_size = embedding_size or vocab_size
+        self.cells = []
+        for layer in range(num_layers):
+            self.cells.append(make_cell(cell, input_size if layer == 0 else hidden_size, hidden_size,
+                                        peephole=peephole, nonlinearity=nonlinearity))
+        self.params: dict[str, np.ndarray] = {}
+
+    # -- construction -------------------------------------------------------------------
+
+    def config(self) -> dict:
+        """The constructor arguments, as plain JSON types (stored in checkpoints)."""
+        return {
+            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers, "cell": self.cell_type,
+            "embedding_size": self.embedding_size, "dropout": self.dropout,
+            "peephole": self.peephole, "nonlinearity": self.nonlinearity,
+            "dtype": self.dtype.name,
+        }
+
+    def init_params(self, rng: np.random.Generator) -> dict:
+        """Fill self.params with a fresh initialisation drawn from rng and return it."""
+        V, H, dt = self.vocab_size, self.hidden_size, self.dtype
+        params = {}
+        if self.embedding_size:
+            params["embed.W"] = rng.standard_normal((V, self.embedding_size)).astype(dt)
+        for layer, cell in enumerate(self.cells):
+            for name, value in cell.init_params(rng, dt).items():
+                params[f"layers.{layer}.{name}"] = value
+        if not self.embedding_size:
+            # With one-hot input each row of Wx is a character's embedding and only one row is
+            # active per step (fan-in 1): the cells' 1/sqrt(H) would make the input signal tiny
+            # and slow early learning, so draw those rows from U(-1, 1) instead.
+            first = params["layers.0.Wx"]
+            first[...] = rng.uniform(-1.0, 1.0, size=first.shape)
+        bound = 1.0 / np.sqrt(H)
+        params["head.W"] = rng.uniform(-bound, bound, size=(H, V)).astype(dt)
+        params["head.b"] = np.zeros(V, dtype=dt)
+        self.params = params
+        return params
+
+    def param_shapes(self) -> dict:
+        """Expected shape of every parameter, to validate a loaded checkpoint."""
+        shapes = {}
+        probe = np.random.default_rng(0)
+        for layer, cell in enumerate(self.cells):
+            for name, value in cell.init_params(probe, np.float32).items():
+                shapes[f"layers.{layer}.{name}"] = value.shape
+        if self.embedding_size:
+            shapes["embed.W"] = (self.vocab_size, self.embedding_size)
+        shapes["head.W"] = (self.hidden_size, self.vocab_size)
+        shapes["head.b"] = (self.vocab_size,)
+        return shapes
+
+    def num_params(self) -> int:
+        return sum(int(np.prod(shape)) for shape in self.param_shapes().values())
+
+    def _layer_params(self, layer: int) -> dict:
+        prefix = f"layers.{layer}."
+        return {k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)}
+
+    def init_state(self, batch_size: int) -> list:
+        """Zero state: a list with one tuple per layer, (h, c) for LSTM or (h,), each (B, H)."""
+        return [cell.init_state(batch_size, self.dtype) for cell in self.cells]
+
+    # -- training ---------------------------------------------------------------------------
+
+    def _dropout_mask(self, rng, shape) -> np.ndarray | None:
+        if not self.dropout or rng is None:
+            return None
+        keep = 1.0 - self.dropout
+        return (rng.random(shape, dtype=np.float32) < keep).astype(self.dtype) / self.dtype.type(keep)
+
+    def _forward(self, x: np.ndarray, state: list, rng):
+        """x (B, T) ids -> top hidden states (T, B, H) after head dropout, new state, caches."""
+        ids = np.ascontiguousarray(x.T)  # (T, B)
+        inp = self.params["embed.W"][ids] if self.embedding_size else ids
+        caches, new_state = [], []
+        for layer, cell in enumerate(self.cells):
+            mask = self._dropout_mask(rng, inp.shape) if layer > 0 else None
+            if mask is not None:
+                inp = inp * mask
+            hs, st, cache = cell.forward(self._layer_params(layer), inp, state[layer])
+            caches.append((cache, mask))
+            new_state.append(st)
+            inp = hs
+        head_mask = self._dropout_mask(rng, inp.shape)
+        if head_mask is not None:
+            inp = inp * head_mask
+        return ids, inp, new_state, caches, head_mask
+
+    def _head_logits(self, top: np.ndarray) -> np.ndarray:
+        """top (T, B, H) -> logits (T*B, V), rows in time-major order."""
+        T, B, H = top.shape
+        logits = top.reshape(T * B, H) @ self.params["head.W"]
+        logits += self.params["head.b"]
+        return logits
+
+    def forward_backward(self, x: np.ndarray, y: np.ndarray, state: list,
+                         rng: np.random.Generator | None = None):
+        """One truncated-BPTT window.
+
+        x, y: (B, T) int, y[b, t] is the character after x[b, t].
+        state: list per layer of tuples of (B, H) arrays (not modified).
+        rng: draws the dropout masks; None disables dropout (evaluation, gradient checks).
+        Returns (loss: float, mean nats over B*T; grads: dict like params;
+                 dstate0: gradient of the loss w.r.t. `state`, same structure;
+                 new_state: the state after the window, to carry into the next one).
+        """
+        B, T = x.shape
+        ids, top, new_state, caches, head_mask = self._forward(x, state, rng)
+        targets = np.ascontiguousarray(y.T).reshape(-1)
+        dlogits = self._head_logits(top)
+        nll = softmax_cross_entropy_(dlogits, targets)  # dlogits now holds the probabilities
+        loss = float(nll.mean(dtype=np.float64))
+        dlogits[np.arange(targets.size), targets] -= 1
+        dlogits *= self.dtype.type(1.0 / targets.size)
+
+        H = self.hidden_size
+        grads = {
+            "head.W": top.reshape(T * B, H).T @ dlogits,
+            "head.b": dlogits.sum(axis=0),
+        }
+        dtop = (dlogits @ self.params["head.W"].T).reshape(T, B, H)
+        if head_mask is not None:
+            dtop *= head_mask
+        dstate0 = [None] * self.num_layers
+        for layer in range(self.num_layers - 1, -1, -1):
+            cache, mask = caches[layer]
+            dx, dst, layer_grads = self.cells[layer].backward(
+                self._layer_params(layer), dtop, None, cache)
+            dstate0[layer] = dst
+            for name, g in layer_grads.items():
+                grads[f"layers.{layer}.{name}"] = g
+            if mask is not None:
+                dx *= mask
+            dtop = dx
+        if self.embedding_size:
+            grads["embed.W"] = scatter_add_rows(
+                ids.reshape(-1), dtop.reshape(T * B, -1), self.vocab_size)
+        return loss, grads, dstate0, new_state
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, state: list,
+                       rng: np.random.Generator | None = None):
+        """(loss, grads, new_state) for one window; see forward_backward."""
+        loss, grads, _, new_state = self.forward_backward(x, y, state, rng)
+        return loss, grads, new_state
+
+    # -- evaluation and generation ----------------------------------------------------------
+
+    def nll(self, x: np.ndarray, y: np.ndarray, state: list):
+        """Per-character loss without dropout or gradients.
+
+        x, y: (B, T) int. Returns (nll (B, T) float64 nats, new_state).
+        """
+        B, T = x.shape
+        _, top, new_state, _, _ = self._forward(x, state, None)
+        probs = self._head_logits(top)
+        nll = softmax_cross_entropy_(probs, np.ascontiguousarray(y.T).reshape(-1))
+        return nll.astype(np.float64).reshape(T, B).T, new_state
+
+    def step(self, ids: np.ndarray, state: list):
+        """One character for each of B streams: ids (B,) int -> logits (B, V), new state."""
+        inp = self.params["embed.W"][ids] if self.embedding_size else ids
+        new_state = []
+        for layer, cell in enumerate(self.cells):
+            inp, st = cell.step(self._layer_params(layer), inp, state[layer])
+            new_state.append(st)
+        return inp @ self.params["head.W"] + self.params["head.b"], new_state
