@@ -24,6 +24,10 @@ demo: $(STAMP)  ## create the venv, train configs/tiny.yaml on tinyshakespeare, 
 test: $(STAMP)  ## create the venv if needed and run the whole test suite
 	$(BIN)/python -m pytest -q
 
+bench: $(STAMP)  ## speed benchmark against PyTorch's CPU LSTM (installs the [bench] extra)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/bench_speed.py --json runs/bench.json
+
 clean:  ## remove the venv, runs and caches
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
