@@ -20,7 +20,7 @@ import numpy as np
 
 from charrnn.errors import CharRNNError
 
-__all__ = ["FORMAT_VERSION", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 _META = "meta"
@@ -197,3 +197,51 @@ def _reason(exc: BaseException) -> str:
     """An exception as one short line."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _model_description(meta: dict, path: str) -> dict:
+    description = meta.get("model")
+    if not isinstance(description, dict):
+        raise CharRNNError(f"{path}: the checkpoint has no model description; is it a charrnn checkpoint?")
+    return description
+
+
+def model_from_checkpoint(arrays: dict[str, np.ndarray], meta: dict, path: str):
+    """Rebuild the model and vocabulary stored by the trainer; validate every parameter.
+
+    Returns (CharRNN with params set, Vocab). Raises CharRNNError naming `path` and the
+    offending entry when the description, vocabulary or an array does not fit.
+    """
+    from charrnn.corpus import Vocab
+    from charrnn.model import CharRNN
+
+    description = _model_description(meta, path)
+    try:
+        model = CharRNN(**description)
+    except (TypeError, ValueError) as exc:
+        raise CharRNNError(f"{path}: invalid model description ({exc})") from None
+    try:
+        vocab = Vocab.from_json(meta.get("vocab"))
+    except CharRNNError as exc:
+        raise CharRNNError(f"{path}: invalid vocabulary ({exc})") from None
+    if len(vocab) != model.vocab_size:
+        raise CharRNNError(f"{path}: the vocabulary has {len(vocab)} entries but the model expects "
+                           f"{model.vocab_size}")
+    params = {}
+    for key, shape in model.param_shapes().items():
+        if key not in arrays:
+            raise CharRNNError(f"{path}: missing parameter array {key!r}")
+        value = arrays[key]
+        if value.shape != shape or value.dtype != model.dtype:
+            raise CharRNNError(f"{path}: parameter {key!r} is {value.dtype}{list(value.shape)}, "
+                               f"expected {model.dtype}{list(shape)}")
+        params[key] = np.array(value)  # writable and owned
+    model.params = params
+    return model, vocab
+
+
+def load_model(path: str):
+    """(model, vocab, meta, arrays) from a checkpoint file; see model_from_checkpoint."""
+    arrays, meta = load_checkpoint(path)
+    model, vocab = model_from_checkpoint(arrays, meta, os.fspath(path))
+    return model, vocab, meta, arrays

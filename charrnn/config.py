@@ -403,13 +403,19 @@ def _parse_override(text: str) -> tuple[str | None, str, Any]:
     return section, key, value
 
 
-def load_config(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(path: str | None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict | None = None) -> Config:
     """Read a YAML config (None = all defaults) and apply "section.key=value" overrides in order.
 
+    base: a config dict (e.g. the one stored in a checkpoint) used in place of a file; `path`
+    then only names it in error messages.
     Raises UsageError with a one-line message naming the file or override and the key.
     """
     source = str(path) if path is not None else "defaults"
-    raw = {} if path is None else _read_yaml(str(path))
+    if base is not None:
+        raw = base
+    else:
+        raw = {} if path is None else _read_yaml(str(path))
     if raw is None:
         raw = {}  # an empty file means every default
     if not isinstance(raw, dict):
@@ -458,3 +464,8 @@ def dump_config(cfg: Config, path: str) -> None:
             fh.write(text)
     except OSError as exc:
         raise CharRNNError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def config_text(d: dict) -> str:
+    """A config dict (as stored in checkpoints) rendered as YAML for display."""
+    return yaml.safe_dump(d, sort_keys=False, allow_unicode=True, default_flow_style=False)

@@ -1,0 +1,270 @@
+"""The `charrnn` command line: the only module that imports click or reads argv.
+
+Each command turns its flags into plain arguments and calls the library. Errors become one
+line on stderr: exit status 2 for a usage error (an option, a config key or value), 1 for a
+runtime error (a file, a checkpoint, the data), 128 + N when signal N stopped training.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from .errors import CharRNNError, UsageError
+
+_SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+
+
+def _fail(status: int, message: str):
+    click.echo(f"charrnn: error: {' '.join(str(message).split())}", err=True)
+    sys.exit(status)
+
+
+def _silence_stdout() -> None:
+    """After the reader of a pipe went away, point stdout at /dev/null so exit stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+class _Cli(click.Group):
+    """Turns every expected failure into one line and an exit status, never a traceback."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        try:
+            status = super().main(args=args, prog_name=prog_name or "charrnn",
+                                  standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f" (see 'charrnn {exc.ctx.command_path.split(' ', 1)[-1]} --help')" \
+                if exc.ctx and " " in exc.ctx.command_path else " (see 'charrnn --help')"
+            _fail(2, exc.format_message() + where)
+        except click.ClickException as exc:
+            _fail(exc.exit_code, exc.format_message())
+        except UsageError as exc:
+            _fail(2, str(exc))
+        except CharRNNError as exc:
+            _fail(1, str(exc))
+        except (click.Abort, KeyboardInterrupt):
+            _fail(130, "interrupted")
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=_Cli, context_settings=_SETTINGS)
+@click.version_option(package_name="charrnn", message="charrnn %(version)s")
+def cli():
+    """Character-level LSTM / GRU / RNN language models in pure NumPy: train, sample, evaluate."""
+
+
+# -- train --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config of the run (see configs/); not needed with --resume.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set train.learning_rate=1e-3 (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Run directory [default: OUT_DIR/NAME from the config, or the --resume checkpoint's directory].")
+@click.option("--resume", type=click.Path(dir_okay=False),
+              help="Continue the run saved in this checkpoint exactly (optimizer, data position, state, RNG).")
+@click.option("--init-from", type=click.Path(dir_okay=False),
+              help="Start a new run from the weights of this checkpoint (same vocabulary and model).")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in the run directory.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar [default: when stderr is a terminal].")
+def train(config_path, overrides, out_dir, resume, init_from, overwrite, progress):
+    """Train a model; writes config.yaml, metrics.jsonl, last.npz, best.npz and samples.txt."""
+    from .config import load_config
+    from .train import train as run_training
+
+    if not config_path and not resume:
+        raise click.UsageError("--config FILE is required (or --resume CHECKPOINT)")
+    cfg = None if resume else load_config(config_path, overrides)
+    if resume and config_path:
+        raise click.UsageError("--resume takes the config stored in the checkpoint; "
+                               "change keys with --set instead of --config")
+    show = sys.stderr.isatty() if progress is None else progress
+    outcome = run_training(cfg, out_dir=out_dir, resume=resume, init_from=init_from,
+                           overrides=overrides, overwrite=overwrite, show_progress=show,
+                           say=lambda msg: click.echo(msg, err=True))
+    if outcome.signal is not None:
+        return 128 + outcome.signal
+    click.echo(f"best val loss {outcome.progress.best_val:.4f} nats "
+               f"({outcome.progress.best_val / math.log(2):.3f} bits/char); "
+               f"checkpoints in {outcome.run_dir}", err=True)
+    return 0
+
+
+# -- sample -------------------------------------------------------------------------------------
+
+
+def _sampling_options(func):
+    func = click.option("--top-p", type=float, default=None,
+                        help="Nucleus sampling: keep the most probable characters up to this mass, in (0, 1].")(func)
+    func = click.option("--top-k", type=int, default=None,
+                        help="Keep only the K most probable characters.")(func)
+    func = click.option("--temperature", "-t", type=float, default=0.8,
+                        help="Softmax temperature; 0 = greedy, <1 safer, >1 wilder.")(func)
+    func = click.option("--seed", type=int, default=None,
+                        help="Random seed; the same seed gives the same text [default: random].")(func)
+    return func
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@_sampling_options
+@click.option("--prime", default="", help="Text to start from; it begins the output.")
+@click.option("--length", "-n", type=int, default=500, help="Characters to generate after the prime.")
+@click.option("--num-samples", type=int, default=1, help="Samples to generate together (one batch).")
+@click.option("--stop", default=None, help="End a sample right after this string appears.")
+@click.option("--on-unknown", type=click.Choice(["error", "drop", "unk"]), default="error",
+              help="Prime characters missing from the vocabulary: fail, drop them, or read them as <unk>.")
+def sample(checkpoint, seed, temperature, top_k, top_p, prime, length, num_samples, stop, on_unknown):
+    """Generate text from a checkpoint, streamed to stdout."""
+    from .checkpoint import load_model
+    from .sample import generate
+
+    model, vocab, _, _ = load_model(checkpoint)
+    chunks = generate(model, vocab, np.random.default_rng(seed), prime=prime, length=length,
+                      num_samples=num_samples, temperature=temperature, top_k=top_k, top_p=top_p,
+                      stop=stop, on_unknown=on_unknown)
+    try:
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (e.g. `head`) has all it wanted: that is a normal end, not an error.
+        _silence_stdout()
+
+
+# -- eval ---------------------------------------------------------------------------------------
+
+
+@cli.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--val", "use_val", is_flag=True,
+              help="Evaluate the validation split of the checkpoint's own training data.")
+@click.option("--batch-size", type=int, default=None,
+              help="Parallel rows [default: the checkpoint's train.batch_size, as the trainer used].")
+@click.option("--seq-len", type=int, default=None, help="Window length [default: the checkpoint's train.seq_len].")
+@click.option("--encoding", default="utf-8", help="Text encoding of FILES.")
+def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
+    """Loss (nats), bits per character and perplexity of a checkpoint on text files."""
+    from .checkpoint import load_model
+    from .config import load_config
+    from .corpus import read_text
+    from .evaluate import bits_per_char, evaluate
+    from .train import load_corpus
+
+    if not files and not use_val:
+        raise click.UsageError("give text FILES to evaluate, or --val")
+    model, vocab, meta, _ = load_model(checkpoint)
+    trained = meta.get("config", {}).get("train", {})
+    B = batch_size or trained.get("batch_size", 32)
+    T = seq_len or trained.get("seq_len", 64)
+    if B < 1 or T < 1:
+        raise click.UsageError("--batch-size and --seq-len must be >= 1")
+
+    def report(name: str, ids: np.ndarray, excluded: int):
+        if len(ids) < 2:
+            raise CharRNNError(f"{name}: fewer than 2 characters left to score")
+        nats = evaluate(model, ids, B, T)
+        note = f", {excluded:,} outside the vocabulary excluded" if excluded else ""
+        click.echo(f"{name}: {len(ids) - 1:,} characters scored{note}: loss {nats:.6f} nats, "
+                   f"{bits_per_char(nats):.6f} bits/char, perplexity {math.exp(nats):.3f}")
+
+    if use_val:
+        cfg = load_config(checkpoint, base=meta.get("config"))
+        corpus_vocab, _, val_ids, _ = load_corpus(cfg)
+        if corpus_vocab != vocab:
+            raise CharRNNError(f"{checkpoint}: the training data changed since this checkpoint "
+                               "(different vocabulary); evaluate a file instead of --val")
+        report(f"validation split of {cfg.data.val_path or cfg.data.path}", val_ids, 0)
+    for name in files:
+        text = read_text(name, encoding)
+        on_unknown = "unk" if vocab.unk_id is not None else "drop"
+        excluded = 0 if vocab.unk_id is not None else sum(text.count(ch) for ch in vocab.missing(text))
+        report(name, vocab.encode(text, on_unknown), excluded)
+
+
+# -- info ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+def info(checkpoint):
+    """Architecture, size, training progress and resolved config of a checkpoint."""
+    from .checkpoint import load_model
+    from .config import config_text
+
+    model, vocab, meta, arrays = load_model(checkpoint)
+    m = model.config()
+    progress = meta.get("progress", {})
+    best = progress.get("best_val", math.inf)
+    lines = [
+        f"checkpoint   {checkpoint} (format {meta.get('format_version')}, charrnn {meta.get('charrnn_version', '?')})",
+        f"model        {m['cell']}{' (peephole)' if m['peephole'] else ''}{' ' + m['nonlinearity'] if m['cell'] == 'rnn' else ''}, "
+        f"{m['num_layers']} layer(s) x {m['hidden_size']} units, "
+        f"{'embedding ' + str(m['embedding_size']) if m['embedding_size'] else 'one-hot input'}, "
+        f"dropout {m['dropout']}, {m['dtype']}",
+        f"parameters   {model.num_params():,}",
+        f"vocabulary   {len(vocab)} characters{' (with <unk>)' if vocab.unk_id is not None else ''}",
+        f"progress     step {progress.get('step', '?')}, epoch {progress.get('epoch', '?')}, "
+        f"trained {progress.get('elapsed', 0.0) / 60:.1f} min",
+        "best val     " + (f"{best:.4f} nats ({best / math.log(2):.4f} bits/char)"
+                           if isinstance(best, float) and math.isfinite(best) else "n/a"),
+        f"saved at     {meta.get('saved_at', '?')}",
+    ]
+    click.echo("\n".join(lines))
+    if isinstance(meta.get("config"), dict):
+        click.echo("config:\n" + "\n".join("  " + line for line in config_text(meta["config"]).splitlines()))
+
+
+# -- gradcheck ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", help="Cell type.")
+@click.option("--layers", type=click.IntRange(1, 8), default=2, help="Stacked layers.")
+@click.option("--steps", type=click.IntRange(1, 64), default=5, help="Timesteps T of the window.")
+@click.option("--batch", type=click.IntRange(1, 16), default=2, help="Batch size B.")
+@click.option("--hidden", type=click.IntRange(1, 32), default=3, help="Hidden units H.")
+@click.option("--vocab", type=click.IntRange(2, 32), default=5, help="Vocabulary size V.")
+@click.option("--embedding", type=click.IntRange(0, 32), default=0, help="Embedding size (0 = one-hot).")
+@click.option("--peephole", is_flag=True, help="LSTM with peephole connections.")
+@click.option("--relu", is_flag=True, help="Vanilla RNN with ReLU instead of tanh.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="Check with dropout (fixed masks).")
+@click.option("--threshold", type=float, default=1e-6, help="Largest acceptable norm-wise relative error.")
+@click.option("--seed", type=int, default=0, help="Seed of the random problem.")
+def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, relu, dropout, threshold, seed):
+    """Check every analytic gradient against central differences in float64."""
+    from .gradcheck import check_model, random_problem
+
+    if peephole and cell != "lstm":
+        raise click.UsageError("--peephole applies to --cell lstm only")
+    if relu and cell != "rnn":
+        raise click.UsageError("--relu applies to --cell rnn only")
+    extra = {"peephole": True} if peephole else {"nonlinearity": "relu"} if relu else {}
+    model, x, y, state = random_problem(cell, layers, steps, batch, vocab, hidden, embedding, seed,
+                                        dropout=dropout, **extra)
+    errors = check_model(model, x, y, state, dropout_seed=seed if dropout else None)
+    width = max(map(len, errors))
+    for key, err in errors.items():
+        click.echo(f"{key:<{width}}  {err:.2e}  {'ok' if err <= threshold else 'FAIL'}")
+    worst = max(errors, key=errors.get)
+    failed = sum(err > threshold for err in errors.values())
+    click.echo(f"worst {worst} {errors[worst]:.2e}; {len(errors) - failed} passed, {failed} failed "
+               f"(threshold {threshold:g})")
+    return 1 if failed else 0
+
+
+def main():
+    cli(prog_name="charrnn")

@@ -1,0 +1,428 @@
+"""The training loop, as a straight narrative, and the only module that shows a progress bar.
+
+    text -> vocab -> ids -> train / val split -> stream windows (B, T)
+    loop: window -> loss, grads (state carried) -> clip -> optimizer step -> log
+          every eval_every: val loss over the whole val split -> last.npz, best.npz, a sample
+    stop: max_steps, max_epochs or max_time, whichever comes first; or a signal (state saved)
+
+Everything that makes a run resumable bit for bit lives in one `Progress` record plus the
+parameters, the optimizer slots, the carried hidden state and the dropout RNG, and all of it
+goes into every checkpoint. The same capture serves the divergence guard: it rolls back to
+the last saved state, in memory, and continues with a lower learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .config import Config, config_to_dict, dump_config, load_config
+from .corpus import BatchStream, Vocab, read_texts, split
+from .errors import CharRNNError, UsageError
+from .evaluate import bits_per_char, evaluate
+from .model import CharRNN
+from .optim import clip_grad_norm, clip_grad_value, make_optimizer, learning_rate
+from .sample import generate
+
+# A loss spike is judged against this exponential moving average of the training loss, once
+# it has seen enough steps to mean something.
+_AVG_DECAY = 0.95
+_AVG_WARMUP = 20
+_SAMPLE_TEMPERATURE = 0.8
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run is; stored in every checkpoint's meta so that --resume continues exactly."""
+
+    step: int = 0            # optimizer updates done
+    epoch: int = 0           # completed passes over the training text
+    cursor: int = 0          # next window of the current epoch
+    best_val: float = math.inf
+    lr_scale: float = 1.0    # lowered by each divergence rollback
+    rollbacks: int = 0
+    loss_avg: float | None = None   # running average of the training loss (divergence guard)
+    avg_steps: int = 0       # steps that went into loss_avg
+    elapsed: float = 0.0     # seconds of training so far, over all resumed sessions
+
+
+@dataclasses.dataclass
+class Outcome:
+    run_dir: Path
+    progress: Progress
+    signal: int | None = None   # set when a signal stopped the run (after saving last.npz)
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def load_corpus(cfg: Config) -> tuple[Vocab, np.ndarray, np.ndarray, str]:
+    """(vocab, train ids, val ids, note) from the data section. note reports <unk> mapping, if any."""
+    data = cfg.data
+    text = read_texts(data.path, data.encoding)
+    val_text = read_texts(data.val_path, data.encoding) if data.val_path else ""
+    vocab = Vocab.build(text + val_text, data.max_vocab)
+    on_unknown = "unk" if vocab.unk_id is not None else "error"
+    note = ""
+    if vocab.unk_id is not None:
+        distinct = len(set(text + val_text))
+        note = (f"data.max_vocab={data.max_vocab}: the text has {distinct} distinct characters; "
+                f"the {distinct - len(vocab) + 1} rarest are read as <unk>")
+    if data.val_path:
+        return vocab, vocab.encode(text, on_unknown), vocab.encode(val_text, on_unknown), note
+    train_ids, val_ids = split(vocab.encode(text, on_unknown), data.val_fraction)
+    return vocab, train_ids, val_ids, note
+
+
+def build_model(cfg: Config, vocab_size: int) -> CharRNN:
+    m = cfg.model
+    return CharRNN(vocab_size, m.hidden_size, m.num_layers, cell=m.cell,
+                   embedding_size=m.embedding_size, dropout=m.dropout, peephole=m.peephole,
+                   nonlinearity=m.nonlinearity, dtype=np.dtype(cfg.train.dtype))
+
+
+def _optimizer_args(t) -> dict:
+    return {
+        "sgd": dict(momentum=t.momentum, weight_decay=t.weight_decay),
+        "adagrad": dict(eps=t.eps, weight_decay=t.weight_decay),
+        "rmsprop": dict(alpha=t.alpha, eps=t.eps, weight_decay=t.weight_decay),
+        "adam": dict(beta1=t.beta1, beta2=t.beta2, eps=t.eps, weight_decay=t.weight_decay),
+    }[t.optimizer]
+
+
+def memory_estimate(model: CharRNN, optimizer_bytes: int, batch_size: int, seq_len: int) -> int:
+    """Rough peak bytes of a training step: parameters, gradients, optimizer slots, activations
+    (about 16 floats per hidden unit and timestep in the cells, two logit buffers in the head)."""
+    H, V, L = model.hidden_size, model.vocab_size, model.num_layers
+    per_step_floats = batch_size * seq_len * (L * 16 * H + 2 * V)
+    return optimizer_bytes + model.dtype.itemsize * (2 * model.num_params() + per_step_floats)
+
+
+# -- checkpoint capture and restore -----------------------------------------------------------
+
+
+class _Run:
+    """The mutable state of one training run and how it is saved and restored."""
+
+    def __init__(self, cfg: Config, model: CharRNN, vocab: Vocab, optimizer, rng: np.random.Generator):
+        self.cfg, self.model, self.vocab, self.optimizer, self.rng = cfg, model, vocab, optimizer, rng
+        self.progress = Progress()
+        self.state = model.init_state(cfg.train.batch_size)
+        self.last_val: float | None = None
+
+    def capture(self) -> tuple[dict, dict]:
+        """(arrays, meta) of the whole run: what a checkpoint stores and a rollback restores."""
+        arrays = {k: v.copy() for k, v in self.model.params.items()}
+        arrays.update({f"optim.{k}": v for k, v in self.optimizer.state_dict().items()})
+        for layer, (cell, arrs) in enumerate(zip(self.model.cells, self.state)):
+            for name, value in zip(cell.state_names, arrs):
+                arrays[f"state.{layer}.{name}"] = value.copy()
+        meta = {
+            "charrnn_version": __version__,
+            "model": self.model.config(),
+            "vocab": self.vocab.to_json(),
+            "config": config_to_dict(self.cfg),
+            "progress": dataclasses.asdict(self.progress),
+            "rng": self.rng.bit_generator.state,
+            "metrics": {"val_loss": self.last_val,
+                        "val_bpc": None if self.last_val is None else bits_per_char(self.last_val)},
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return arrays, meta
+
+    def restore(self, arrays: dict, meta: dict, source: str) -> None:
+        """Load parameters, optimizer slots, carried state, progress and RNG from a capture."""
+        for key, value in self.model.params.items():
+            value[...] = arrays[key]
+        slots = {k[len("optim."):]: v for k, v in arrays.items() if k.startswith("optim.")}
+        if not slots:
+            raise CharRNNError(f"{source}: holds no optimizer state, so it cannot be resumed; "
+                               "use --init-from to start a new run from its weights")
+        self.optimizer.load_state_dict(slots)
+        state = []
+        for layer, cell in enumerate(self.model.cells):
+            names = [f"state.{layer}.{n}" for n in cell.state_names]
+            missing = [n for n in names if n not in arrays]
+            if missing:
+                raise CharRNNError(f"{source}: missing carried state {missing[0]!r}")
+            state.append(tuple(np.array(arrays[n], dtype=self.model.dtype) for n in names))
+        self.state = state
+        try:
+            restored = Progress(**meta["progress"])
+            self.rng.bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CharRNNError(f"{source}: invalid training progress in meta ({exc})") from None
+        # In place: the loop holds a reference to self.progress.
+        self.progress.__dict__.update(dataclasses.asdict(restored))
+
+
+# -- signals ------------------------------------------------------------------------------------
+
+
+class _StopSignals:
+    """First SIGINT/SIGTERM: ask the loop to save and stop after the current step.
+    A second SIGINT: stop at once (the previous checkpoint is safe thanks to atomic writes)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+
+def _prepare_run_dir(run_dir: Path, fresh: bool, overwrite: bool) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CharRNNError(f"cannot write to the run directory {run_dir}: "
+                           f"{exc.strerror or exc}; choose another with --out") from None
+    if fresh and not overwrite and (run_dir / "last.npz").exists():
+        raise UsageError(f"{run_dir} already holds a run; continue it with --resume "
+                         f"{run_dir / 'last.npz'}, write elsewhere with --out, or pass --overwrite")
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, forget events logged after the checkpoint: they will happen again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _total_steps(t, windows_per_epoch: int) -> int | None:
+    limits = [n for n in (t.max_steps, t.max_epochs and t.max_epochs * windows_per_epoch) if n]
+    return min(limits) if limits else None
+
+
+def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
+          init_from: str | None = None, overrides: tuple[str, ...] = (), overwrite: bool = False,
+          show_progress: bool = True, say: Callable[[str], None] = print) -> Outcome:
+    """Train as `cfg` says (or continue the run in `resume`, applying `overrides` to its config).
+
+    Writes run_dir/config.yaml, metrics.jsonl, last.npz, best.npz and samples.txt, where
+    run_dir is out_dir, else the directory of `resume`, else cfg.out_dir/cfg.name.
+    Raises UsageError/CharRNNError with a one-line message on bad input or a hopeless divergence.
+    """
+    if resume and init_from:
+        raise UsageError("--resume and --init-from exclude each other: --resume continues a run, "
+                         "--init-from starts a new one from its weights")
+    ckpt = None
+    if resume:
+        arrays, meta = load_checkpoint(resume)
+        if not isinstance(meta.get("config"), dict):
+            raise CharRNNError(f"{resume}: holds no training config, so it cannot be resumed")
+        cfg = load_config(resume, overrides, base=meta["config"])
+        ckpt = (arrays, meta, resume)
+    elif init_from:
+        arrays, meta = load_checkpoint(init_from)
+        ckpt = (arrays, meta, init_from)
+
+    vocab, train_ids, val_ids, note = load_corpus(cfg)
+    t = cfg.train
+    stream = BatchStream(train_ids, t.batch_size, t.seq_len)
+    model = build_model(cfg, len(vocab))
+    init_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(t.seed).spawn(2))
+    model.init_params(init_rng)
+    if ckpt:
+        arrays, meta, source = ckpt
+        flag = "--resume" if resume else "--init-from"
+        old_model, old_vocab = model_from_checkpoint(arrays, meta, source)
+        if old_vocab != vocab:
+            lost = sorted(set(old_vocab.chars) ^ set(vocab.chars))[:10]
+            raise CharRNNError(f"{flag} {source}: its vocabulary ({len(old_vocab)} characters) differs "
+                               f"from the corpus ({len(vocab)}); differing: {''.join(lost)!r}")
+        if old_model.config() != model.config():
+            diff = {k: v for k, v in model.config().items() if old_model.config()[k] != v}
+            raise CharRNNError(f"{flag} {source}: the model differs from the checkpoint's ({diff}); "
+                               "keep the model section as it was")
+        for key, value in old_model.params.items():
+            model.params[key][...] = value
+    optimizer = make_optimizer(t.optimizer, model.params, **_optimizer_args(t))
+    run = _Run(cfg, model, vocab, optimizer, dropout_rng)
+    if resume:
+        run.restore(*ckpt)
+
+    run_dir = Path(out_dir) if out_dir else (Path(resume).parent if resume else Path(cfg.out_dir) / cfg.name)
+    _prepare_run_dir(run_dir, fresh=not resume, overwrite=overwrite)
+    metrics_path = run_dir / "metrics.jsonl"
+    if resume:
+        _truncate_metrics(metrics_path, run.progress.step)
+    else:
+        metrics_path.unlink(missing_ok=True)
+        (run_dir / "samples.txt").unlink(missing_ok=True)
+    dump_config(cfg, str(run_dir / "config.yaml"))
+
+    if note:
+        say(note)
+    optimizer_bytes = sum(v.nbytes for v in optimizer.state_dict().values())
+    memory = memory_estimate(model, optimizer_bytes, t.batch_size, t.seq_len)
+    say(f"{model.cell_type} {model.num_layers}x{model.hidden_size}, vocabulary {len(vocab)}, "
+        f"{model.num_params():,} parameters, ~{memory / 2**20:.0f} MiB for training; "
+        f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
+        f"{stream.windows_per_epoch} windows per epoch")
+    if resume:
+        say(f"resuming {resume} at step {run.progress.step}, epoch {run.progress.epoch}")
+
+    return _loop(run, stream, val_ids, run_dir, show_progress, say)
+
+
+def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, show_progress: bool,
+          say: Callable[[str], None]) -> Outcome:
+    cfg, model, optimizer, p = run.cfg, run.model, run.optimizer, run.progress
+    t = cfg.train
+    total = _total_steps(t, stream.windows_per_epoch)
+    metrics_path = run_dir / "metrics.jsonl"
+    chars_per_step = t.batch_size * t.seq_len
+    good = run.capture()  # what a divergence rolls back to
+    bar = tqdm(total=total, initial=p.step, disable=not show_progress, unit="step",
+               dynamic_ncols=True, file=sys.stderr, leave=True)
+    out = (lambda msg: bar.write(msg, file=sys.stderr)) if show_progress else say
+
+    def save_and_evaluate():
+        nonlocal good
+        run.last_val = evaluate(model, val_ids, t.batch_size, t.seq_len)
+        improved = run.last_val < p.best_val
+        p.best_val = min(p.best_val, run.last_val)
+        good = run.capture()
+        save_checkpoint(str(run_dir / "last.npz"), *good)
+        if improved:
+            save_checkpoint(str(run_dir / "best.npz"), *good)
+        _append_jsonl(metrics_path, {"event": "eval", "step": p.step, "epoch": p.epoch,
+                                     "val_loss": run.last_val, "val_bpc": bits_per_char(run.last_val),
+                                     "best_val_loss": p.best_val, "elapsed": round(p.elapsed, 3)})
+        line = (f"step {p.step} epoch {p.epoch}: val loss {run.last_val:.4f} nats "
+                f"({bits_per_char(run.last_val):.3f} bpc){' *best*' if improved else ''}")
+        if t.sample_length:
+            rng = np.random.default_rng([t.seed, p.step])
+            text = "".join(generate(model, run.vocab, rng, length=t.sample_length,
+                                    temperature=_SAMPLE_TEMPERATURE))
+            with open(run_dir / "samples.txt", "a", encoding="utf-8") as fh:
+                fh.write(f"=== step {p.step}, val loss {run.last_val:.4f} ===\n{text}\n\n")
+            line += "\n" + text.strip("\n")[:200]
+        out(line)
+
+    def rollback(loss: float, norm: float) -> None:
+        p_lost, kept = p.step, (p.rollbacks + 1, p.lr_scale * t.rollback_lr_factor, p.elapsed)
+        run.restore(*good, source="the last good state")
+        p.rollbacks, p.lr_scale, p.elapsed = kept
+        p.loss_avg, p.avg_steps = None, 0
+        _append_jsonl(metrics_path, {"event": "rollback", "step": p_lost, "to_step": p.step,
+                                     "loss": loss if math.isfinite(loss) else str(loss),
+                                     "grad_norm": norm if math.isfinite(norm) else str(norm),
+                                     "lr_scale": p.lr_scale, "rollbacks": p.rollbacks})
+        if p.rollbacks > t.max_rollbacks:
+            _append_jsonl(metrics_path, {"event": "diverged", "step": p_lost, "rollbacks": p.rollbacks})
+            raise CharRNNError(
+                f"training diverged {p.rollbacks} times (last at step {p_lost}, loss {loss:.4g}); "
+                f"{run_dir / 'last.npz'} holds the last good state; lower train.learning_rate "
+                f"(now {t.learning_rate:g}) or train.grad_clip")
+        out(f"step {p_lost}: loss {loss:.4g}, grad norm {norm:.4g} - diverging; rolled back to step "
+            f"{p.step}, learning rate x{p.lr_scale:g} (rollback {p.rollbacks} of {t.max_rollbacks})")
+
+    def finished() -> bool:
+        return ((t.max_steps is not None and p.step >= t.max_steps)
+                or (t.max_epochs is not None and p.epoch >= t.max_epochs)
+                or (t.max_time is not None and p.elapsed >= t.max_time))
+
+    window_losses, window_norms, window_time = [], [], 0.0
+    evaluated_at = p.step if p.step else None
+    with _StopSignals() as signals:
+        while not finished() and signals.received is None:
+            began = time.perf_counter()
+            if p.cursor == 0:
+                run.state = model.init_state(t.batch_size)  # a new epoch starts from a blank state
+            x, y = stream.window(p.cursor)
+            loss, grads, new_state = model.loss_and_grads(x, y, run.state, run.rng)
+            if t.grad_clip > 0:
+                clip = clip_grad_norm if t.clip_mode == "norm" else clip_grad_value
+                norm = clip(grads, t.grad_clip)
+            else:
+                norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+            spike = p.avg_steps >= _AVG_WARMUP and loss > t.divergence_factor * p.loss_avg
+            if not (math.isfinite(loss) and math.isfinite(norm)) or spike:
+                p.elapsed += time.perf_counter() - began
+                rollback(loss, norm)
+                bar.n = p.step
+                continue
+            lr = p.lr_scale * learning_rate(p.step, t.learning_rate, t.schedule, t.warmup_steps,
+                                            total, t.decay_rate, t.decay_every, t.min_lr)
+            optimizer.step(model.params, grads, lr)
+            run.state = new_state
+            p.step += 1
+            p.cursor += 1
+            if p.cursor == stream.windows_per_epoch:
+                p.cursor, p.epoch = 0, p.epoch + 1
+            p.loss_avg = loss if p.loss_avg is None else _AVG_DECAY * p.loss_avg + (1 - _AVG_DECAY) * loss
+            p.avg_steps += 1
+            spent = time.perf_counter() - began
+            p.elapsed += spent
+            window_losses.append(loss)
+            window_norms.append(norm)
+            window_time += spent
+            if p.step % t.log_every == 0:
+                mean_loss = float(np.mean(window_losses))
+                _append_jsonl(metrics_path, {
+                    "event": "train", "step": p.step, "epoch": p.epoch, "loss": mean_loss,
+                    "bpc": bits_per_char(mean_loss), "grad_norm": float(np.mean(window_norms)),
+                    "lr": lr, "chars_per_s": round(len(window_losses) * chars_per_step / window_time),
+                    "elapsed": round(p.elapsed, 3)})
+                bar.set_postfix_str(
+                    f"ep {p.epoch} loss {mean_loss:.3f} val {run.last_val or float('nan'):.3f} "
+                    f"bpc {bits_per_char(mean_loss):.2f} {len(window_losses) * chars_per_step / window_time:,.0f} c/s",
+                    refresh=False)
+                window_losses, window_norms, window_time = [], [], 0.0
+            bar.update(1)
+            if p.step % t.eval_every == 0:
+                save_and_evaluate()
+                evaluated_at = p.step
+        if signals.received is not None:
+            # Save now without evaluating: the user is waiting.
+            save_checkpoint(str(run_dir / "last.npz"), *run.capture())
+        elif evaluated_at != p.step:
+            save_and_evaluate()
+    bar.close()
+    if signals.received is not None:
+        say(f"stopped by {signal.Signals(signals.received).name} at step {p.step}; "
+            f"continue with: charrnn train --resume {run_dir / 'last.npz'}")
+    return Outcome(run_dir, p, signals.received)
