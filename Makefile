@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 TANG_RAW ?= ../shared/corpora/tang/raw
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test clean tang-data tang tang-quick bench
+.PHONY: help demo test clean tang-data tang tang-quick poems bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -23,6 +23,23 @@ demo: $(STAMP)  ## create the venv, train configs/tiny.yaml on tinyshakespeare, 
 
 test: $(STAMP)  ## create the venv if needed and run the whole test suite
 	$(BIN)/python -m pytest -q
+
+tang-data: $(STAMP)  ## rebuild corpora/tang and the rhyme table from TANG_RAW (needs the [tang] extra)
+	$(BIN)/python -m pip install -q -e '.[tang]'
+	$(BIN)/charrnn prepare-tang $(TANG_RAW) corpora/tang --rhymes charrnn/data/rhymes.json
+
+tang-quick: $(STAMP)  ## train configs/tang-tiny.yaml (~3 min), print a 五言绝句, a 七言律诗 and an acrostic
+	$(BIN)/charrnn train --config configs/tang-tiny.yaml --overwrite
+	$(MAKE) --no-print-directory poems RUN=runs/tang-tiny
+
+tang: $(STAMP)  ## train configs/tang.yaml (see its stated time), then a poem of each form and an acrostic
+	$(BIN)/charrnn train --config configs/tang.yaml --overwrite
+	$(MAKE) --no-print-directory poems RUN=runs/tang
+
+RUN ?= runs/tang
+poems: $(STAMP)  ## print a poem of each form and an acrostic from RUN/best.npz
+	@for form in wujue qijue wulv qilv; do $(BIN)/charrnn poem $(RUN)/best.npz --form $$form --rhyme --no-copy --seed 7 --pretty; done
+	@$(BIN)/charrnn poem $(RUN)/best.npz --form qijue --acrostic 春夏秋冬 --rhyme --seed 7 --pretty
 
 bench: $(STAMP)  ## speed benchmark against PyTorch's CPU LSTM (installs the [bench] extra)
 	$(BIN)/python -m pip install -q -e '.[bench]'

@@ -266,5 +266,103 @@ def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, re
     return 1 if failed else 0
 
 
+# -- Tang poetry --------------------------------------------------------------------------------
+
+
+@cli.command("prepare-tang")
+@click.argument("raw_dir", type=click.Path(file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
+              help="Share of poems held out for validation.")
+@click.option("--seed", type=int, default=1, help="Seed of the train/val split.")
+@click.option("--rhymes", "rhymes_path", type=click.Path(dir_okay=False), default=None,
+              help="Also rebuild the rhyme table at this path (the package's is charrnn/data/rhymes.json).")
+def prepare_tang(raw_dir, out_dir, val_fraction, seed, rhymes_path):
+    """Build the simplified Tang corpus from chinese-poetry JSON (needs the [tang] extra)."""
+    from .tang import prepare_tang as prepare
+
+    counts = prepare(raw_dir, out_dir, val_fraction=val_fraction, seed=seed, rhymes_path=rhymes_path)
+    click.echo(f"{counts['poems']:,} poems ({counts['train']:,} train, {counts['val']:,} val) in {out_dir}: "
+               + ", ".join(f"{key} {counts[key]:,}" for key in ("wujue", "qijue", "wulv", "qilv")))
+
+
+def _read_poems(path: str) -> list[str]:
+    """Poems from a file: one per line, or blocks separated by blank lines."""
+    from .corpus import read_text
+
+    text = read_text(path)
+    if "\n\n" in text.strip():
+        return ["".join(block.split()) for block in text.split("\n\n") if block.strip()]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--form", "-f", required=True, metavar="FORM",
+              help="wujue (五言绝句), qijue (七言绝句), wulv (五言律诗) or qilv (七言律诗).")
+@click.option("--acrostic", default=None,
+              help="藏头诗: one character per line (4 for 绝句, 8 for 律诗) that starts each line.")
+@click.option("--start", default="", help="Characters that open the first line.")
+@click.option("--num", type=int, default=1, help="Poems to write (decoded together).")
+@_sampling_options
+@click.option("--rhyme/--no-rhyme", default=False, help="Make the even lines end in one rhyme group (十三辙).")
+@click.option("--no-copy", is_flag=True,
+              help="Refuse lines found verbatim in the training corpus (the checkpoint's data.path, or --corpus).")
+@click.option("--corpus", "corpus_path", type=click.Path(dir_okay=False), default=None,
+              help="Poems whose lines --no-copy refuses.")
+@click.option("--pretty", is_flag=True, help="Print each couplet on its own line, poems apart; default: one poem per line.")
+def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p, rhyme, no_copy,
+         corpus_path, pretty):
+    """Write Tang poems in a classical form; the form holds whatever the model."""
+    from .checkpoint import load_model
+    from .poetry import compose, corpus_lines
+
+    model, vocab, meta, _ = load_model(checkpoint)
+    forbid = None
+    if no_copy:
+        if corpus_path is None:
+            paths = meta.get("config", {}).get("data", {}).get("path")
+            corpus_path = paths if isinstance(paths, str) else None
+        if corpus_path is None:
+            raise click.UsageError("--no-copy needs --corpus FILE (the checkpoint names no single corpus)")
+        forbid = corpus_lines(_read_poems(corpus_path))
+    poems = compose(model, vocab, form, np.random.default_rng(seed), num=num, temperature=temperature,
+                    top_k=top_k, top_p=top_p, acrostic=acrostic, start=start, rhyme=rhyme,
+                    forbid_corpus_lines=forbid)
+    for text in poems:
+        if pretty:
+            couplets = [c + "。" for c in text.split("。") if c]
+            click.echo("\n".join(couplets) + "\n")
+        else:
+            click.echo(text)
+
+
+@cli.command("poem-metrics")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--corpus", "corpus_path", type=click.Path(dir_okay=False), default=None,
+              help="Training poems, to measure the share of lines copied from them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def poem_metrics(file, corpus_path, as_json):
+    """Form validity, rhyme rate, copied and distinct lines of poems (one per line)."""
+    import json
+
+    from .poetry import FORMS, corpus_lines, poem_metrics as measure
+
+    poems = _read_poems(file)
+    if not poems:
+        raise CharRNNError(f"{file}: no poems in it")
+    lines = corpus_lines(_read_poems(corpus_path)) if corpus_path else None
+    m = measure(poems, lines)
+    if as_json:
+        click.echo(json.dumps(m, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"poems           {m['poems']}")
+    click.echo(f"valid form      {m['valid']:.1%}  ("
+               + ", ".join(f"{FORMS[k].name} {v:.1%}" for k, v in m["forms"].items()) + ")")
+    click.echo(f"rhyme rate      {m['rhyme']:.1%}  (even lines share a 十三辙 group)")
+    click.echo(f"copied lines    {'n/a (no --corpus)' if m['copied'] is None else format(m['copied'], '.1%')}")
+    click.echo(f"distinct lines  {m['distinct']:.1%}  of {m['lines']}")
+
+
 def main():
     cli(prog_name="charrnn")
