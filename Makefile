@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## create the venv, train configs/tiny.yaml on tinyshakespeare, print samples
-	$(BIN)/charrnn train --config configs/tiny.yaml --out runs/demo
+	$(BIN)/charrnn train --config configs/tiny.yaml --out runs/demo --overwrite
 	$(BIN)/charrnn sample runs/demo/best.npz --temperature 0.8 --length 400 --seed 1 --prime "ROMEO:"
 
 test: $(STAMP)  ## create the venv if needed and run the whole test suite
