@@ -364,5 +364,17 @@ def poem_metrics(file, corpus_path, as_json):
     click.echo(f"distinct lines  {m['distinct']:.1%}  of {m['lines']}")
 
 
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--output", "-o", default="curves.png", type=click.Path(dir_okay=False),
+              help="Image file to write (.png, .svg, .pdf).")
+def plot(run_dirs, output):
+    """Learning curves of runs, overlaid: loss against steps and wall time (needs the [plot] extra)."""
+    from .plot import plot_runs
+
+    plot_runs(list(run_dirs), output)
+    click.echo(f"wrote {output}")
+
+
 def main():
     cli(prog_name="charrnn")
