@@ -28,6 +28,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[dict]]:
 def plot_runs(run_dirs: list[str], output: str) -> None:
     """Train and val loss (nats, with bits per character on the right axis) against steps and
     against wall time, one colour per run, to an image file."""
+    runs = [(Path(run_dir).name, read_metrics(run_dir)) for run_dir in run_dirs]
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -35,10 +36,8 @@ def plot_runs(run_dirs: list[str], output: str) -> None:
     except ImportError:
         raise CharRNNError("plotting needs matplotlib: pip install 'charrnn[plot]'") from None
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for index, run_dir in enumerate(run_dirs):
-        events = read_metrics(run_dir)
+    for index, (label, events) in enumerate(runs):
         colour = f"C{index % 10}"
-        label = Path(run_dir).name
         for ax, x_key, scale in ((axes[0], "step", 1), (axes[1], "elapsed", 1 / 60)):
             train, val = events["train"], events["eval"]
             ax.plot([r[x_key] * scale for r in train], [r["loss"] for r in train], color=colour,
