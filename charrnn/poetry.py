@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
@@ -31,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from charrnn.errors import CharRNNError, UsageError
-from charrnn.sample import check_sampling_options, choose
+from charrnn.sample import check_count, check_sampling_options, choose
 
 COMMA, PERIOD = "，", "。"
 
@@ -338,12 +337,7 @@ def compose(model, vocab, form: str, rng: np.random.Generator, *, num: int = 1,
     """
     spec = get_form(form)
     check_sampling_options(temperature, top_k, top_p)
-    try:
-        num = operator.index(num)
-    except TypeError:
-        raise UsageError("--num must be an integer >= 1") from None
-    if num < 1:
-        raise UsageError("--num must be >= 1")
+    check_count(num, "--num", minimum=1)
     if not isinstance(start, str):
         raise UsageError("--start must be a string of Han characters")
     forced = _forced_slots(spec, vocab, acrostic, start, forbid_corpus_lines)

@@ -21,7 +21,7 @@ from charrnn.errors import CharRNNError, UsageError
 if TYPE_CHECKING:
     from charrnn.corpus import Vocab
 
-__all__ = ["choose", "check_sampling_options", "generate", "StepModel"]
+__all__ = ["choose", "check_count", "check_sampling_options", "generate", "StepModel"]
 
 # With an empty prime the model still needs an input to produce its first logits: the first of
 # these characters that the vocabulary has (a line break is where text naturally begins), else id 0.
@@ -212,8 +212,8 @@ def generate(
     never produces partial output.
     """
     check_sampling_options(temperature, top_k, top_p)
-    _check_count(length, "--length", minimum=0)
-    _check_count(num_samples, "--num-samples", minimum=1)
+    check_count(length, "--length", minimum=0)
+    check_count(num_samples, "--num-samples", minimum=1)
     if len(vocab) != model.vocab_size:
         raise CharRNNError(
             f"the vocabulary has {len(vocab)} characters but the model predicts "
@@ -229,7 +229,7 @@ def generate(
     return _stream_many(vocab, prime_text, steps, num_samples, length, stop_ids)
 
 
-def _check_count(value: int, option: str, minimum: int) -> None:
+def check_count(value: int, option: str, minimum: int) -> None:
     """UsageError naming `option` unless value is an integer >= minimum."""
     try:
         ok = operator.index(value) >= minimum
