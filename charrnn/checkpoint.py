@@ -10,6 +10,7 @@ A save writes a temporary file next to the target and renames it into place, so 
 full disk leaves either the old checkpoint or the new one, never half a file.
 """
 
+import glob
 import json
 import os
 import zipfile
@@ -20,12 +21,15 @@ import numpy as np
 
 from charrnn.errors import CharRNNError
 
-__all__ = ["FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint",
+           "remove_stale_temporaries", "save_checkpoint"]
 
 FORMAT_VERSION = 1
 _META = "meta"
 # np.savez takes the file and these options by keyword, so arrays cannot use these names
 _RESERVED = {_META, "file", "allow_pickle"}
+# a save writes ".NAME.tmp-PID" first; the process id tells whose write it is
+_TEMPORARY = ".tmp-"
 # what reading a damaged archive raises, from zipfile, zlib, the .npy parser or the allocator
 _DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError,
            MemoryError, NotImplementedError)
@@ -43,7 +47,7 @@ def save_checkpoint(path: str, arrays: dict[str, np.ndarray], meta: dict) -> Non
     payload[_META] = np.array(_meta_json(meta))
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    temporary = os.path.join(directory, f".{os.path.basename(path)}{_TEMPORARY}{os.getpid()}")
     existed = os.path.exists(path)
     try:
         with open(temporary, "wb") as fh:
@@ -58,6 +62,33 @@ def save_checkpoint(path: str, arrays: dict[str, np.ndarray], meta: dict) -> Non
             raise CharRNNError(f"cannot write {path}: {exc.strerror or exc}{intact}") from exc
         raise
     _fsync_directory(directory)
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Delete the temporary files of saves that never finished in `directory`; returns their paths.
+
+    A process killed while saving (SIGKILL, power cut) leaves its ".NAME.tmp-PID" behind. Such a
+    file is never read, so it is only litter; files of processes still running are left alone.
+    """
+    removed = []
+    for temporary in glob.glob(os.path.join(glob.escape(os.fspath(directory)), f".*{_TEMPORARY}*")):
+        pid = temporary.rpartition(_TEMPORARY)[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            _remove_quietly(temporary)
+            removed.append(temporary)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # elsewhere os.kill(pid, 0) would end the process instead of asking about it
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists but belongs to someone else, or the question is not allowed
+    return True
 
 
 def _validated_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -165,7 +165,7 @@ class TrainConfig(_Section):
     sample_length: int = _spec(200, ge=0)  # characters sampled at each evaluation (0 = none)
     seed: int = _spec(1234, ge=0)  # seeds initialisation, dropout and samples
     dtype: str = _spec("float32", choices=("float32", "float64"))  # parameter/activation precision
-    divergence_factor: float = _spec(4.0, gt=1.0)  # loss > this x its running average = divergence
+    divergence_factor: float = _spec(4.0, gt=1.0)  # loss > this x its running average (or x ln V) = divergence
     rollback_lr_factor: float = _spec(0.5, gt=0.0, lt=1.0)  # learning rate multiplier per rollback
     max_rollbacks: int = _spec(5, ge=0)  # rollbacks allowed before training gives up
 

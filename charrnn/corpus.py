@@ -54,9 +54,9 @@ def _from_code_points(cps: np.ndarray) -> str:
 def _read_bytes(path: str) -> bytes:
     """All bytes of a file, gunzipped when its name ends in .gz."""
     if not os.path.exists(path):
-        raise CharRNNError(f"{path}: no such file (check the path of the training text)")
+        raise CharRNNError(f"{path}: no such file; check the path")
     if os.path.isdir(path):
-        raise CharRNNError(f"{path}: is a directory, expected a text file")
+        raise CharRNNError(f"{path}: is a directory, expected a text file; name a file inside it")
     try:
         if path.endswith(".gz"):
             with gzip.open(path, "rb") as f:
@@ -92,13 +92,14 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
         ) from None
     data = _read_bytes(path)
     if not data:
-        raise CharRNNError(f"{path}: the file is empty")
+        raise CharRNNError(f"{path}: the file is empty; give a file that holds text")
     wide = _is_wide(codec)
     # NUL bytes mean binary data, except in UTF-16/32 where they are part of ordinary text;
     # there a NUL character in the decoded text is the sign.
     nul = -1 if wide else data.find(b"\x00")
     if nul >= 0:
-        raise CharRNNError(f"{path}: looks like a binary file (NUL byte at offset {nul}), expected text")
+        raise CharRNNError(f"{path}: looks like a binary file (NUL byte at offset {nul}), expected text; "
+                           "for UTF-16/32 text pass the encoding (--encoding / data.encoding)")
     try:
         text = data.decode(codec)
     except UnicodeDecodeError as e:

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import Config, config_to_dict, dump_config, load_config
 from .corpus import BatchStream, Vocab, read_texts, split
 from .errors import CharRNNError, UsageError
@@ -81,9 +81,47 @@ def load_corpus(cfg: Config) -> tuple[Vocab, np.ndarray, np.ndarray, str]:
         note = (f"data.max_vocab={data.max_vocab}: the text has {distinct} distinct characters; "
                 f"the {distinct - len(vocab) + 1} rarest are read as <unk>")
     if data.val_path:
-        return vocab, vocab.encode(text, on_unknown), vocab.encode(val_text, on_unknown), note
-    train_ids, val_ids = split(vocab.encode(text, on_unknown), data.val_fraction)
+        val_ids = vocab.encode(val_text, on_unknown)
+        if len(val_ids) < 2:
+            raise CharRNNError(f"{_names(data.val_path)}: the validation text has {len(val_ids)} "
+                               "character; scoring needs at least 2; use a longer data.val_path")
+        return vocab, vocab.encode(text, on_unknown), val_ids, note
+    ids = vocab.encode(text, on_unknown)
+    n_val = int(len(ids) * data.val_fraction)  # as split() counts
+    if n_val < 2:
+        raise CharRNNError(f"{_names(data.path)}: data.val_fraction {data.val_fraction:g} of "
+                           f"{len(ids):,} characters leaves {n_val} for validation, at least 2 are "
+                           "needed; raise data.val_fraction, use more text, or give data.val_path")
+    train_ids, val_ids = split(ids, data.val_fraction)
     return vocab, train_ids, val_ids, note
+
+
+def _names(paths: str | list[str]) -> str:
+    """data.path / data.val_path as shown in a message."""
+    return paths if isinstance(paths, str) else ", ".join(paths)
+
+
+def _check_trainable(cfg: Config, train_ids: np.ndarray) -> None:
+    """Refuse, before anything is written, a training text too short for one (B, T) window."""
+    t = cfg.train
+    need = t.batch_size * t.seq_len + 1  # one more: the target of the last input
+    if len(train_ids) < need:
+        raise CharRNNError(f"{_names(cfg.data.path)}: the training text has {len(train_ids):,} "
+                           f"characters but train.batch_size {t.batch_size} x train.seq_len "
+                           f"{t.seq_len} needs at least {need:,}; lower train.batch_size or "
+                           "train.seq_len, or use more text")
+
+
+def log_unigram(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(V,) log frequencies of the characters in ids (add-one smoothed, mean zero).
+
+    The head bias starts here so that the first prediction is the unigram distribution. With
+    zero biases Adam moves each logit by about one learning rate per step, and with thousands
+    of characters (Tang poems: ~6,800) the rare ones need thousands of steps to reach their
+    log-frequency: the loss sits above the unigram entropy all that time.
+    """
+    log_freq = np.log(np.bincount(ids, minlength=vocab_size) + 1.0)
+    return log_freq - log_freq.mean()
 
 
 def build_model(cfg: Config, vocab_size: int) -> CharRNN:
@@ -150,13 +188,24 @@ class _Run:
         if not slots:
             raise CharRNNError(f"{source}: holds no optimizer state, so it cannot be resumed; "
                                "use --init-from to start a new run from its weights")
-        self.optimizer.load_state_dict(slots)
+        try:
+            self.optimizer.load_state_dict(slots)
+        except CharRNNError as exc:
+            raise CharRNNError(f"{source}: {exc}; keep train.optimizer as it was, or use --init-from "
+                               "to start a new run from its weights") from None
         state = []
         for layer, cell in enumerate(self.model.cells):
             names = [f"state.{layer}.{n}" for n in cell.state_names]
             missing = [n for n in names if n not in arrays]
             if missing:
                 raise CharRNNError(f"{source}: missing carried state {missing[0]!r}")
+            for name, blank in zip(names, self.state[layer]):
+                if arrays[name].shape != blank.shape or arrays[name].dtype.kind != "f":
+                    raise CharRNNError(
+                        f"{source}: carried state {name!r} is {arrays[name].dtype}"
+                        f"{list(arrays[name].shape)}, expected floats {list(blank.shape)} "
+                        "(train.batch_size x units); resume with the train.batch_size it was "
+                        "saved with, or use --init-from to start a new run from its weights")
             state.append(tuple(np.array(arrays[n], dtype=self.model.dtype) for n in names))
         self.state = state
         try:
@@ -206,14 +255,23 @@ def _prepare_run_dir(run_dir: Path, fresh: bool, overwrite: bool) -> None:
     except OSError as exc:
         raise CharRNNError(f"cannot write to the run directory {run_dir}: "
                            f"{exc.strerror or exc}; choose another with --out") from None
+    remove_stale_temporaries(str(run_dir))  # left by a run killed while saving
     if fresh and not overwrite and (run_dir / "last.npz").exists():
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume "
                          f"{run_dir / 'last.npz'}, write elsewhere with --out, or pass --overwrite")
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
+    _append_text(path, json.dumps(record) + "\n")
+
+
+def _append_text(path: Path, text: str) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise CharRNNError(f"cannot write {path}: {exc.strerror or exc}; "
+                           "the checkpoints saved so far are intact") from None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -227,7 +285,20 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except ValueError:
             continue  # a line cut short by a crash
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    # through a temporary file: a crash here must not cut the history short
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _save(path: Path, capture: tuple[dict, dict]) -> None:
+    """save_checkpoint, plus the way forward in the message when the disk refuses the file."""
+    try:
+        save_checkpoint(str(path), *capture)
+    except CharRNNError as exc:
+        last = path.parent / "last.npz"
+        then = f"; once fixed, continue with: charrnn train --resume {last}" if last.exists() else ""
+        raise CharRNNError(f"{exc}{then}") from None
 
 
 def _total_steps(t, windows_per_epoch: int) -> int | None:
@@ -259,11 +330,13 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
         ckpt = (arrays, meta, init_from)
 
     vocab, train_ids, val_ids, note = load_corpus(cfg)
+    _check_trainable(cfg, train_ids)
     t = cfg.train
     stream = BatchStream(train_ids, t.batch_size, t.seq_len)
     model = build_model(cfg, len(vocab))
     init_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(t.seed).spawn(2))
     model.init_params(init_rng)
+    model.params["head.b"][...] = log_unigram(train_ids, len(vocab))
     if ckpt:
         arrays, meta, source = ckpt
         flag = "--resume" if resume else "--init-from"
@@ -282,6 +355,10 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
     run = _Run(cfg, model, vocab, optimizer, dropout_rng)
     if resume:
         run.restore(*ckpt)
+        if run.progress.cursor >= stream.windows_per_epoch:
+            raise CharRNNError(f"--resume {resume}: it stopped at window {run.progress.cursor} of an "
+                               f"epoch, but the text now gives {stream.windows_per_epoch} windows per "
+                               "epoch; keep the data and train.seq_len as they were, or use --init-from")
 
     run_dir = Path(out_dir) if out_dir else (Path(resume).parent if resume else Path(cfg.out_dir) / cfg.name)
     _prepare_run_dir(run_dir, fresh=not resume, overwrite=overwrite)
@@ -315,6 +392,9 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
     metrics_path = run_dir / "metrics.jsonl"
     chars_per_step = t.batch_size * t.seq_len
     good = run.capture()  # what a divergence rolls back to
+    # ln V is the loss of a uniform guess; a loss far above it is divergence even while the
+    # running average is too young to judge (or was itself swept up by a blow-up at the start).
+    ceiling = t.divergence_factor * max(math.log(model.vocab_size), 1.0)
     bar = tqdm(total=total, initial=p.step, disable=not show_progress, unit="step",
                dynamic_ncols=True, file=sys.stderr, leave=True)
     out = (lambda msg: bar.write(msg, file=sys.stderr)) if show_progress else say
@@ -325,9 +405,9 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
         improved = run.last_val < p.best_val
         p.best_val = min(p.best_val, run.last_val)
         good = run.capture()
-        save_checkpoint(str(run_dir / "last.npz"), *good)
+        _save(run_dir / "last.npz", good)
         if improved:
-            save_checkpoint(str(run_dir / "best.npz"), *good)
+            _save(run_dir / "best.npz", good)
         _append_jsonl(metrics_path, {"event": "eval", "step": p.step, "epoch": p.epoch,
                                      "val_loss": run.last_val, "val_bpc": bits_per_char(run.last_val),
                                      "best_val_loss": p.best_val, "elapsed": round(p.elapsed, 3)})
@@ -337,8 +417,8 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             rng = np.random.default_rng([t.seed, p.step])
             text = "".join(generate(model, run.vocab, rng, length=t.sample_length,
                                     temperature=_SAMPLE_TEMPERATURE))
-            with open(run_dir / "samples.txt", "a", encoding="utf-8") as fh:
-                fh.write(f"=== step {p.step}, val loss {run.last_val:.4f} ===\n{text}\n\n")
+            _append_text(run_dir / "samples.txt",
+                         f"=== step {p.step}, val loss {run.last_val:.4f} ===\n{text}\n\n")
             line += "\n" + text.strip("\n")[:200]
         out(line)
 
@@ -353,10 +433,12 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
                                      "lr_scale": p.lr_scale, "rollbacks": p.rollbacks})
         if p.rollbacks > t.max_rollbacks:
             _append_jsonl(metrics_path, {"event": "diverged", "step": p_lost, "rollbacks": p.rollbacks})
+            last = run_dir / "last.npz"
+            saved = f"{last} holds the last good state; " if last.exists() else ""
             raise CharRNNError(
                 f"training diverged {p.rollbacks} times (last at step {p_lost}, loss {loss:.4g}); "
-                f"{run_dir / 'last.npz'} holds the last good state; lower train.learning_rate "
-                f"(now {t.learning_rate:g}) or train.grad_clip")
+                f"{saved}lower train.learning_rate (now {t.learning_rate:g}) or tighten "
+                f"train.grad_clip (now {t.grad_clip:g})")
         out(f"step {p_lost}: loss {loss:.4g}, grad norm {norm:.4g} - diverging; rolled back to step "
             f"{p.step}, learning rate x{p.lr_scale:g} (rollback {p.rollbacks} of {t.max_rollbacks})")
 
@@ -379,7 +461,8 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
                 norm = clip(grads, t.grad_clip)
             else:
                 norm = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
-            spike = p.avg_steps >= _AVG_WARMUP and loss > t.divergence_factor * p.loss_avg
+            spike = loss > ceiling or (p.avg_steps >= _AVG_WARMUP
+                                       and loss > t.divergence_factor * p.loss_avg)
             if not (math.isfinite(loss) and math.isfinite(norm)) or spike:
                 p.elapsed += time.perf_counter() - began
                 rollback(loss, norm)
@@ -418,7 +501,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
                 evaluated_at = p.step
         if signals.received is not None:
             # Save now without evaluating: the user is waiting.
-            save_checkpoint(str(run_dir / "last.npz"), *run.capture())
+            _save(run_dir / "last.npz", run.capture())
         elif evaluated_at != p.step:
             save_and_evaluate()
     bar.close()
