@@ -27,8 +27,21 @@ def _fail(status: int, message: str):
 
 def _silence_stdout() -> None:
     """After the reader of a pipe went away, point stdout at /dev/null so exit stays quiet."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file descriptor (captured output): nothing can fail at exit
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _release_stdout() -> None:
+    """Flush stdout now; if it cannot take the rest (full disk), drop it so exit stays quiet."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
 
 
 class _Cli(click.Group):
@@ -50,10 +63,26 @@ class _Cli(click.Group):
             _fail(1, str(exc))
         except (click.Abort, KeyboardInterrupt):
             _fail(130, "interrupted")
+        except BrokenPipeError:
+            # The reader (e.g. `head`) has all it wanted: that is a normal end, not an error.
+            _silence_stdout()
+            sys.exit(0)
+        except OSError as exc:
+            # Not foreseen by a command: a full disk or a failing device, often on stdout itself.
+            _release_stdout()
+            reason = exc.strerror or exc
+            _fail(1, f"{exc.filename}: {reason}" if exc.filename else f"cannot write the output: {reason}")
+        except UnicodeEncodeError as exc:
+            # Text reaches this point only on its way to stdout, whose encoding lacks a character.
+            _fail(1, f"the output encoding {exc.encoding} cannot show {ascii(exc.object[exc.start])}; "
+                     "set PYTHONIOENCODING=utf-8 or use a UTF-8 locale")
+        except MemoryError:
+            _fail(1, "out of memory; use a smaller model (model.hidden_size, model.num_layers) "
+                     "or fewer parallel rows (train.batch_size, --batch-size, --num-samples)")
         sys.exit(status if isinstance(status, int) else 0)
 
 
-@click.group(cls=_Cli, context_settings=_SETTINGS)
+@click.group(cls=_Cli, context_settings=_SETTINGS, no_args_is_help=False)
 @click.version_option(package_name="charrnn", message="charrnn %(version)s")
 def cli():
     """Character-level LSTM / GRU / RNN language models in pure NumPy: train, sample, evaluate."""
