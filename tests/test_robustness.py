@@ -1,0 +1,664 @@
+"""Bad input and hard stops: every failure is one line and an exit status, and no run is lost.
+
+Usage errors exit 2, runtime errors exit 1, each with a single "charrnn: error: ..." line on
+stderr that names the file, option or key, and a run that cannot start writes nothing. Signals,
+SIGKILL at random moments, divergence and a full disk all leave a checkpoint that loads and
+resumes.
+"""
+
+import errno
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.cli import cli
+from charrnn.model import CharRNN
+
+# The corpus ends with a few non-ASCII characters so encodings and <unk> have something to bite on.
+_EXTRA = "\nA café, a naïve rôle.\n"
+
+
+@pytest.fixture(scope="module")
+def text(repo_root):
+    shakespeare = (repo_root / "corpora" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    return shakespeare[:20_000] + _EXTRA
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_config(directory, corpus, name="config.yaml", **sections):
+    cfg = {
+        "name": "t",
+        "data": {"path": str(corpus), "val_fraction": 0.05},
+        "model": {"cell": "lstm", "hidden_size": 8, "num_layers": 1},
+        "train": {"batch_size": 4, "seq_len": 16, "max_steps": 4, "eval_every": 2, "log_every": 1,
+                  "sample_length": 10, "seed": 1},
+    }
+    for section, values in sections.items():
+        cfg[section].update(values)
+    path = directory / name
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def invoke(*args, charset="utf-8"):
+    return CliRunner(charset=charset).invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_error(result, status, *needles):
+    """Exit `status` and exactly one stderr line, the error, containing every needle."""
+    assert result.exit_code == status, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("charrnn: error: "), lines[0]
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+
+
+def assert_last_error(result, status, *needles):
+    """As assert_error, for a run that printed progress before it failed."""
+    assert result.exit_code == status, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("charrnn: error: ")]
+    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr
+    for needle in needles:
+        assert str(needle) in errors[0], (needle, errors[0])
+
+
+def records(run_dir, event=None):
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r for r in map(json.loads, lines) if event is None or r["event"] == event]
+
+
+def listing(directory):
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus):
+    directory = tmp_path_factory.mktemp("trained")
+    result = invoke("train", "--config", write_config(directory, corpus), "--out", directory / "run",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    return directory / "run"
+
+
+# -- corpus -------------------------------------------------------------------------------------
+
+
+def _corpus_case(kind, directory, text):
+    """(data section, needles of the message) for one kind of bad training text."""
+    path = directory / f"{kind}.txt"
+    if kind == "missing":
+        return {"path": str(path)}, [path, "no such file; check the path"]
+    if kind == "directory":
+        path.mkdir()
+        return {"path": str(path)}, [path, "directory"]
+    if kind == "empty":
+        path.write_bytes(b"")
+        return {"path": str(path)}, [path, "empty; give a file that holds text"]
+    if kind == "binary":
+        path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 40)
+        return {"path": str(path)}, [path, "binary", "NUL byte at offset 4"]
+    if kind == "invalid-utf8":
+        path.write_bytes(text[:1000].encode("utf-8") + b"\xff\xfe" + text[1000:2000].encode("utf-8"))
+        return {"path": str(path)}, [path, "not valid UTF-8 at byte offset 1000", "data.encoding"]
+    if kind == "too-short":
+        path.write_text(text[:50], encoding="utf-8")
+        return {"path": str(path)}, [path, "needs at least 65", "lower train.batch_size or train.seq_len"]
+    if kind == "val-fraction-too-small":
+        path.write_text(text[:3000], encoding="utf-8")
+        return ({"path": str(path), "val_fraction": 0.0005},
+                [path, "data.val_fraction", "leaves 1 for validation", "at least 2"])
+    assert kind == "val-path-too-small"
+    path.write_text("x", encoding="utf-8")
+    return {"val_path": str(path)}, [path, "validation text has 1 character", "data.val_path"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "binary", "invalid-utf8", "too-short",
+                                  "val-fraction-too-small", "val-path-too-small"])
+def test_a_bad_corpus_stops_train_before_anything_is_written(tmp_path, corpus, text, kind):
+    data, needles = _corpus_case(kind, tmp_path, text)
+    config = write_config(tmp_path, corpus, data=data)
+    result = invoke("train", "--config", config, "--out", tmp_path / "out", "--no-progress")
+    assert_error(result, 1, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "binary", "invalid-utf8"])
+def test_a_bad_text_file_fails_eval_in_one_line(trained, tmp_path, text, kind):
+    data, needles = _corpus_case(kind, tmp_path, text)
+    result = invoke("eval", trained / "last.npz", data["path"])
+    assert_error(result, 1, *needles)
+    assert result.stdout == ""
+
+
+def test_a_latin1_corpus_needs_and_works_with_its_encoding(tmp_path, text):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes(text.encode("latin-1"))
+    offset = text.index("é")  # everything before it is ASCII: one byte per character
+    config = write_config(tmp_path, latin)
+    wrong = invoke("train", "--config", config, "--out", tmp_path / "out", "--no-progress")
+    assert_error(wrong, 1, latin, f"byte offset {offset}", "--encoding / data.encoding")
+    assert not (tmp_path / "out").exists()
+
+    right = invoke("train", "--config", config, "--set", "data.encoding=latin-1", "--out",
+                   tmp_path / "out", "--no-progress")
+    assert right.exit_code == 0, right.output
+    model, vocab = model_from_checkpoint(*load_checkpoint(tmp_path / "out" / "last.npz"), "last.npz")
+    assert "é" in vocab and "ï" in vocab
+    assert_error(invoke("eval", tmp_path / "out" / "last.npz", latin), 1, latin, f"byte offset {offset}")
+    scored = invoke("eval", tmp_path / "out" / "last.npz", latin, "--encoding", "latin-1")
+    assert scored.exit_code == 0 and "bits/char" in scored.stdout
+
+
+def test_an_unknown_encoding_is_a_usage_error(trained, tmp_path, corpus):
+    config = write_config(tmp_path, corpus)
+    assert_error(invoke("train", "--config", config, "--set", "data.encoding=klingon", "--out",
+                        tmp_path / "out"), 2, "data.encoding", "klingon")
+    assert_error(invoke("eval", trained / "last.npz", corpus, "--encoding", "klingon"), 2,
+                 "--encoding", "klingon")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_vocabulary_over_the_cap_reads_the_rarest_characters_as_unk(tmp_path, corpus, text):
+    distinct = len(set(text))
+    config = write_config(tmp_path, corpus, data={"max_vocab": 12})
+    result = invoke("train", "--config", config, "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert (f"data.max_vocab=12: the text has {distinct} distinct characters; "
+            f"the {distinct - 11} rarest are read as <unk>") in result.stderr
+    _, vocab = model_from_checkpoint(*load_checkpoint(tmp_path / "out" / "last.npz"), "last.npz")
+    assert len(vocab) == 12 and vocab.chars[-1] == "<unk>" and "é" not in vocab
+    # text full of characters the capped vocabulary lacks is scored through <unk>, not refused
+    other = tmp_path / "other.txt"
+    other.write_text("Zebras quietly jog; Ä Ö Ü ß ñ.", encoding="utf-8")
+    scored = invoke("eval", tmp_path / "out" / "last.npz", other)
+    assert scored.exit_code == 0 and "outside the vocabulary" not in scored.stdout
+
+
+# -- config -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body, needles", [
+    ("name: t\ndata: {path: x\nmodel: 3\n", ["line 3, column", "invalid YAML"]),
+    ("- a list\n- not a mapping\n", ["top level must be a mapping", "got list"]),
+    ("trian: {max_steps: 3}\n", ["unknown key 'trian'", "did you mean 'train'"]),
+    ("train: {learnig_rate: 0.1}\n", ["'train.learnig_rate'", "did you mean 'train.learning_rate'"]),
+    ("train: {batch_size: many}\n", ["train.batch_size must be an integer", "'many'"]),
+    ("model: {dropout: yes}\n", ["model.dropout must be a number"]),
+    ("train: {learning_rate: -0.1}\n", ["train.learning_rate must be > 0"]),
+    ("train: {learning_rate: 0}\n", ["train.learning_rate must be > 0"]),
+    ("train: {seq_len: 0}\n", ["train.seq_len must be >= 1"]),
+    ("model: {dropout: 1.0}\n", ["model.dropout must be >= 0 and < 1"]),
+    ("model: {hidden_size: 0}\n", ["model.hidden_size must be >= 1"]),
+    ("model: {num_layers: 500}\n", ["model.num_layers must be >= 1 and <= 16"]),
+    ("model: {cell: transformer}\n", ["model.cell must be one of lstm, gru, rnn"]),
+    ("train: {optimizer: lbfgs}\n", ["train.optimizer must be one of sgd, adagrad, rmsprop, adam"]),
+])
+def test_a_bad_config_is_a_usage_error_that_writes_nothing(tmp_path, body, needles):
+    config = tmp_path / "bad.yaml"
+    config.write_text(body, encoding="utf-8")
+    result = invoke("train", "--config", config, "--out", tmp_path / "out", "--no-progress")
+    assert_error(result, 2, config, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("train.learning_rate=-1", ["--set train.learning_rate=-1", "must be > 0"]),
+    ("model.num_layers=0", ["--set model.num_layers=0", "must be >= 1"]),
+    ("train.seq_lenn=3", ["unknown key", "did you mean 'train.seq_len'"]),
+    ("train.optimizer=adamw", ["train.optimizer must be one of"]),
+])
+def test_a_bad_override_names_the_option(tmp_path, corpus, override, needles):
+    result = invoke("train", "--config", write_config(tmp_path, corpus), "--set", override,
+                    "--out", tmp_path / "out")
+    assert_error(result, 2, *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_tags_that_build_python_objects_never_run(tmp_path, corpus):
+    marker = tmp_path / "MARKER"
+    payload = f'!!python/object/apply:os.mkdir ["{marker}"]'
+    documents = [f"data: {{path: {corpus}, encoding: {payload}}}\n",
+                 f"train: {payload}\n",
+                 f"name: !!python/object/new:os.mkdir ['{marker}']\n",
+                 "model: !!python/name:os.system\n"]
+    for index, document in enumerate(documents):
+        config = tmp_path / f"evil{index}.yaml"
+        config.write_text(document, encoding="utf-8")
+        result = invoke("train", "--config", config, "--out", tmp_path / "out")
+        assert not marker.exists(), document
+        assert_error(result, 2, config, "YAML tag", "not allowed")
+    result = invoke("train", "--config", write_config(tmp_path, corpus), "--set",
+                    f"train.seed={payload}", "--out", tmp_path / "out")
+    assert_error(result, 2, "--set train.seed=", "not allowed")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+    # the payload is live: an unsafe loader would have run it
+    yaml.unsafe_load(documents[0])
+    assert marker.is_dir()
+
+
+@pytest.mark.parametrize("args, status, needles", [
+    (["train", "--bogus"], 2, ["No such option '--bogus'", "charrnn train --help"]),
+    (["train"], 2, ["--config FILE is required"]),
+    (["sample"], 2, ["Missing argument 'CHECKPOINT'"]),
+    (["sample", "x.npz", "--length", "lots"], 2, ["'--length'", "'lots' is not a valid integer"]),
+    (["sample", "x.npz", "--on-unknown", "guess"], 2, ["'--on-unknown'", "'guess' is not one of"]),
+    (["frobnicate"], 2, ["No such command 'frobnicate'"]),
+    ([], 2, ["Missing command", "charrnn --help"]),
+])
+def test_click_parsing_errors_are_one_line(args, status, needles):
+    assert_error(invoke(*args), status, *needles)
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this makes a directory: proof that a pickle was (or was not) loaded."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def _save_raw(path, arrays, meta):
+    """A checkpoint-shaped file written behind save_checkpoint's back (np.savez may pickle)."""
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays, meta=np.array(json.dumps(meta)))
+
+
+def _bad_checkpoint(kind, good, directory, marker):
+    """(path, needles) of a damaged checkpoint of this kind, made from the good one."""
+    path = directory / f"{kind}.npz"
+    arrays, meta = load_checkpoint(good)
+    data = good.read_bytes()
+    if kind == "missing":
+        pass
+    elif kind == "not-npz":
+        path.write_text("step 10: loss 1.2\n", encoding="utf-8")
+    elif kind == "truncated-half":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "truncated-tail":
+        path.write_bytes(data[:-30])
+    elif kind == "newer-format":
+        _save_raw(path, arrays, {**meta, "format_version": 99})
+    elif kind == "unknown-format":
+        _save_raw(path, arrays, {**meta, "format_version": "two"})
+    elif kind == "missing-array":
+        _save_raw(path, {k: v for k, v in arrays.items() if k != "head.W"}, meta)
+    elif kind == "misshapen-array":
+        _save_raw(path, {**arrays, "head.W": arrays["head.W"][:3]}, meta)
+    elif kind == "pickled-member":
+        _save_raw(path, {**arrays, "extra": np.array([_Payload(marker)], dtype=object)}, meta)
+    elif kind == "pickle-file":
+        path.write_bytes(pickle.dumps(_Payload(marker)))
+    elif kind == "npy-object-array":
+        with open(path, "wb") as fh:
+            np.save(fh, np.array([_Payload(marker)], dtype=object), allow_pickle=True)
+    needles = {"missing": ["no such checkpoint file"], "not-npz": ["not a charrnn checkpoint"],
+               "truncated-half": ["damaged or truncated"], "truncated-tail": ["damaged or truncated"],
+               "newer-format": ["newer charrnn (format 99)", "upgrade"],
+               "unknown-format": ["unknown checkpoint format 'two'"],
+               "missing-array": ["missing parameter array 'head.W'"],
+               "misshapen-array": ["parameter 'head.W'", "expected float32[8,"],
+               "pickled-member": ["pickled objects; refusing to load"],
+               "pickle-file": ["not a charrnn checkpoint"],
+               "npy-object-array": ["not a charrnn checkpoint"]}[kind]
+    return path, needles
+
+
+_CHECKPOINT_KINDS = ["missing", "not-npz", "truncated-half", "truncated-tail", "newer-format",
+                     "unknown-format", "missing-array", "misshapen-array", "pickled-member",
+                     "pickle-file", "npy-object-array"]
+
+
+@pytest.mark.parametrize("kind", _CHECKPOINT_KINDS)
+def test_a_bad_checkpoint_fails_every_command_in_one_line(trained, tmp_path, corpus, kind):
+    marker = tmp_path / "UNPICKLED"
+    home = tmp_path / "ckpt"
+    home.mkdir()
+    path, needles = _bad_checkpoint(kind, trained / "last.npz", home, marker)
+    before = listing(home)
+    config = write_config(tmp_path, corpus)
+    commands = [["sample", path, "--length", 5], ["eval", path, corpus], ["info", path],
+                ["train", "--resume", path, "--no-progress"],
+                ["train", "--config", config, "--init-from", path, "--out", tmp_path / "out"]]
+    for command in commands:
+        result = invoke(*command)
+        assert_error(result, 1, path, *needles)
+        assert result.stdout == ""
+    assert listing(home) == before  # --resume wrote no config.yaml or metrics.jsonl next to it
+    assert not (tmp_path / "out").exists()
+    assert not marker.exists()
+
+
+def test_the_pickle_payload_is_live(trained, tmp_path):
+    """The refusal above means something: loading with pickles allowed does run the payload."""
+    marker = tmp_path / "UNPICKLED"
+    path, _ = _bad_checkpoint("pickled-member", trained / "last.npz", tmp_path, marker)
+    with np.load(path, allow_pickle=True) as npz:
+        npz["extra"]
+    assert marker.is_dir()
+
+
+@pytest.mark.parametrize("change, needles", [
+    ("state", ["carried state 'state.0.h'", "train.batch_size"]),
+    ("optimizer", ["Adam state entry 'head.W.m' has shape (8, 3)", "train.optimizer"]),
+    ("batch_size", ["carried state 'state.0.h'", "expected floats [2, 8]", "train.batch_size"]),
+    ("optimizer_name", ["SGD state does not fit", "train.optimizer"]),
+])
+def test_resume_refuses_state_that_does_not_fit(trained, tmp_path, change, needles):
+    home = tmp_path / "run"
+    home.mkdir()
+    path = home / "last.npz"
+    arrays, meta = load_checkpoint(trained / "last.npz")
+    extra = []
+    if change == "state":
+        arrays["state.0.h"] = arrays["state.0.h"][:1]
+    elif change == "optimizer":
+        arrays["optim.head.W.m"] = arrays["optim.head.W.m"][:, :3]
+    elif change == "batch_size":
+        extra = ["--set", "train.batch_size=2"]
+    else:
+        extra = ["--set", "train.optimizer=sgd"]
+    _save_raw(path, arrays, meta)
+    result = invoke("train", "--resume", path, *extra, "--no-progress")
+    assert_error(result, 1, path, *needles)
+    assert listing(home) == ["last.npz"]
+
+
+def test_init_from_a_checkpoint_with_another_vocabulary_is_refused(trained, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("abcdefgh ijkl\n" * 600, encoding="utf-8")
+    result = invoke("train", "--config", write_config(tmp_path, other), "--init-from",
+                    trained / "last.npz", "--out", tmp_path / "out")
+    assert_error(result, 1, "--init-from", trained / "last.npz", "vocabulary")
+    assert not (tmp_path / "out").exists()
+
+
+# -- sampling -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options, status, needles", [
+    (["--temperature", "-0.5"], 2, ["--temperature must be >= 0"]),
+    (["--top-p", "0"], 2, ["--top-p must be in (0, 1]"]),
+    (["--top-p", "1.5"], 2, ["--top-p must be in (0, 1]"]),
+    (["--top-k", "0"], 2, ["--top-k must be >= 1"]),
+    (["--length", "-3"], 2, ["--length must be an integer >= 0"]),
+    (["--prime", "Zürich ∑"], 1, ["--prime", "'ü'", "'∑'", "--on-unknown"]),
+])
+def test_bad_sampling_options_print_nothing_but_the_error(trained, options, status, needles):
+    result = invoke("sample", trained / "last.npz", *options)
+    assert_error(result, status, *needles)
+    assert result.stdout == ""
+
+
+def _child_env():
+    return {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_sampling_into_a_closed_pipe_ends_quietly(trained):
+    sampler = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", str(trained / "last.npz"),
+                                "--length", "200000", "--seed", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
+    head = subprocess.Popen(["head", "-c", "10"], stdin=sampler.stdout, stdout=subprocess.PIPE)
+    sampler.stdout.close()  # only head holds the read end now
+    shown, _ = head.communicate(timeout=120)
+    err = sampler.stderr.read()
+    sampler.stderr.close()
+    assert sampler.wait(timeout=120) == 0, err
+    assert err == b"" and len(shown) == 10
+
+
+def test_a_full_stdout_is_one_line_not_a_traceback(trained):
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(trained / "last.npz"),
+                               "--length", "20000"], stdout=full, stderr=subprocess.PIPE, text=True,
+                              env=_child_env(), timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == "charrnn: error: cannot write the output: No space left on device\n"
+
+
+def test_an_output_encoding_without_the_characters_is_one_line(trained):
+    result = invoke("sample", trained / "last.npz", "--prime", "A café", "--length", 3, charset="ascii")
+    assert_error(result, 1, "output encoding ascii", "'\\xe9'", "PYTHONIOENCODING=utf-8")
+
+
+def test_running_out_of_memory_is_one_line_and_writes_nothing(tmp_path, corpus, monkeypatch):
+    def exhausted(self, rng):
+        raise MemoryError
+    monkeypatch.setattr(CharRNN, "init_params", exhausted)
+    result = invoke("train", "--config", write_config(tmp_path, corpus), "--out", tmp_path / "out")
+    assert_error(result, 1, "out of memory", "model.hidden_size")
+    assert not (tmp_path / "out").exists()
+
+
+# -- signals and hard stops ---------------------------------------------------------------------
+
+
+def _start_training(args, stderr_path):
+    with open(stderr_path, "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args), "--no-progress"],
+                                stdout=subprocess.DEVNULL, stderr=err, env=_child_env())
+
+
+def _wait_for(condition, proc, what, timeout=90):
+    """Poll until condition() holds; fail if the process ends first or the (generous) time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"training ended (status {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.02)
+
+
+def _lines(path):
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_resumes(tmp_path, corpus):
+    config = write_config(tmp_path, corpus, train={"max_steps": 10**6, "eval_every": 10**6})
+    out, err_path = tmp_path / "run", tmp_path / "stderr.txt"
+    proc = _start_training(["train", "--config", config, "--out", out], err_path)
+    _wait_for(lambda: len(_lines(out / "metrics.jsonl")) >= 3, proc, "three logged steps")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=90) == 143
+    err = err_path.read_text(encoding="utf-8")
+    assert "stopped by SIGTERM" in err and f"charrnn train --resume {out / 'last.npz'}" in err
+    assert "Traceback" not in err and "error" not in err
+    stopped = load_checkpoint(out / "last.npz")[1]["progress"]["step"]
+    assert stopped >= 3
+    result = invoke("train", "--resume", out / "last.npz", "--set", f"train.max_steps={stopped + 2}",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "last.npz")[1]["progress"]["step"] == stopped + 2
+
+
+def test_a_second_sigint_stops_at_once_and_the_previous_checkpoint_loads(tmp_path, corpus):
+    config = write_config(tmp_path, corpus, train={"max_steps": 10**6, "eval_every": 2,
+                                                   "sample_length": 0})
+    out, err_path = tmp_path / "run", tmp_path / "stderr.txt"
+    proc = _start_training(["train", "--config", config, "--out", out], err_path)
+    _wait_for(lambda: len(_lines(out / "metrics.jsonl")) >= 8, proc, "a few checkpoints")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=90) == 130
+    assert "Traceback" not in err_path.read_text(encoding="utf-8")
+    arrays, meta = load_checkpoint(out / "last.npz")
+    model_from_checkpoint(arrays, meta, "last.npz")
+    step = meta["progress"]["step"]
+    result = invoke("train", "--resume", out / "last.npz", "--set", f"train.max_steps={step + 2}",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert not list(out.glob(".*.tmp-*"))
+
+
+def test_a_second_sigint_during_a_save_leaves_the_previous_checkpoint(tmp_path, corpus, monkeypatch):
+    """Deterministic version: both interrupts arrive while last.npz is being replaced."""
+    out = tmp_path / "run"
+    config = write_config(tmp_path, corpus, train={"max_steps": 20, "eval_every": 2, "sample_length": 0})
+    real_fsync = os.fsync
+
+    def interrupted_fsync(fd):
+        if ".last.npz.tmp-" in os.readlink(f"/proc/self/fd/{fd}") and (out / "last.npz").exists():
+            signal.raise_signal(signal.SIGINT)  # the first: finish the step and save...
+            signal.raise_signal(signal.SIGINT)  # ...the second, mid-save: stop at once
+        real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", interrupted_fsync)
+    result = invoke("train", "--config", config, "--out", out, "--no-progress")
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert_last_error(result, 130, "interrupted")
+    arrays, meta = load_checkpoint(out / "last.npz")
+    model_from_checkpoint(arrays, meta, "last.npz")
+    assert meta["progress"]["step"] == 2
+    assert not list(out.glob(".*.tmp-*"))
+
+
+def test_sigkill_at_twenty_random_moments_never_loses_the_run(tmp_path, corpus):
+    config = write_config(tmp_path, corpus, train={"max_steps": 10**6, "eval_every": 2,
+                                                   "sample_length": 0})
+    out = tmp_path / "run"
+    last = out / "last.npz"
+    delays = [random.Random(20240611).uniform(0.0, 0.3) for _ in range(20)]
+    args = ["train", "--config", config, "--out", out]
+    steps = []
+    for round_, delay in enumerate(delays):
+        err_path = tmp_path / f"stderr-{round_}.txt"
+        proc = _start_training(args, err_path)
+        try:
+            # the summary line comes right before the loop; the fresh run also needs a checkpoint
+            _wait_for(lambda: b"\n" in err_path.read_bytes(), proc, "the start of training")
+            if not steps:
+                _wait_for(last.exists, proc, "the first checkpoint")
+            time.sleep(delay)
+            assert proc.poll() is None, err_path.read_text(encoding="utf-8")
+        finally:
+            proc.kill()
+            proc.wait(timeout=90)
+        arrays, meta = load_checkpoint(last)
+        model_from_checkpoint(arrays, meta, str(last))
+        steps.append(meta["progress"]["step"])
+        args = ["train", "--resume", last]
+    assert steps == sorted(steps) and steps[-1] > steps[0], steps
+
+    final = steps[-1] + 2
+    result = invoke("train", "--resume", last, "--set", f"train.max_steps={final}", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(last)[1]["progress"]["step"] == final
+    # every step logged exactly once: lines cut by a kill and events past the checkpoint are gone
+    assert [r["step"] for r in records(out, "train")] == list(range(1, final + 1))
+    assert not list(out.glob(".*.tmp-*"))
+
+
+def test_resume_skips_cut_metrics_lines_and_clears_stale_temporaries(trained, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("last.npz", "metrics.jsonl", "config.yaml"):
+        (run_dir / name).write_bytes((trained / name).read_bytes())
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"event": "train", "step": 5, "lo')  # a line cut short by SIGKILL
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: no process has this id any more
+    stale = run_dir / f".last.npz.tmp-{dead.pid}"
+    stale.write_bytes(b"PK\x03\x04 half a checkpoint")
+    alive = run_dir / f".best.npz.tmp-{os.getppid()}"  # another process's save in flight
+    alive.write_bytes(b"PK\x03\x04")
+    assert invoke("info", run_dir / "last.npz").exit_code == 0
+
+    result = invoke("train", "--resume", run_dir / "last.npz", "--set", "train.max_steps=6", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert [r["step"] for r in records(run_dir, "train")] == [1, 2, 3, 4, 5, 6]
+    assert not stale.exists() and alive.exists()
+
+
+# -- divergence ---------------------------------------------------------------------------------
+
+
+def test_divergence_rolls_back_lowers_the_learning_rate_then_gives_up(tmp_path, corpus):
+    config = write_config(tmp_path, corpus, train={
+        "learning_rate": 1e4, "grad_clip": 0, "max_rollbacks": 2, "max_steps": 30, "eval_every": 100})
+    out = tmp_path / "run"
+    result = invoke("train", "--config", config, "--out", out, "--no-progress")
+    assert_last_error(result, 1, "training diverged 3 times", "lower train.learning_rate (now 10000)")
+    rollbacks = records(out, "rollback")
+    assert [r["lr_scale"] for r in rollbacks] == [0.5, 0.25, 0.125]
+    assert [r["event"] for r in records(out)][-1] == "diverged"
+    # the first step is taken again after each rollback, each time more gently
+    assert [r["lr"] for r in records(out, "train") if r["step"] == 1] == [1e4, 5e3, 2.5e3]
+    assert not (out / "last.npz").exists()
+
+
+def test_one_rollback_lets_training_recover_and_finish(tmp_path, corpus, monkeypatch):
+    real = CharRNN.loss_and_grads
+    calls = []
+
+    def one_bad_step(self, *args, **kwargs):
+        loss, grads, state = real(self, *args, **kwargs)
+        calls.append(loss)
+        return (float("nan") if len(calls) == 5 else loss), grads, state
+    monkeypatch.setattr(CharRNN, "loss_and_grads", one_bad_step)
+    config = write_config(tmp_path, corpus, train={"max_steps": 8, "eval_every": 3})
+    out = tmp_path / "run"
+    result = invoke("train", "--config", config, "--out", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "diverging; rolled back to step 3" in result.stderr
+    [rollback] = records(out, "rollback")
+    assert (rollback["step"], rollback["to_step"], rollback["lr_scale"]) == (4, 3, 0.5)
+    lrs = {r["step"]: r["lr"] for r in records(out, "train")}
+    assert lrs[3] == 2e-3 and lrs[4] == lrs[8] == 1e-3
+    progress = load_checkpoint(out / "last.npz")[1]["progress"]
+    assert (progress["step"], progress["rollbacks"], progress["lr_scale"]) == (8, 1, 0.5)
+
+
+# -- the run directory and the disk -------------------------------------------------------------
+
+
+def test_an_unwritable_run_directory_is_reported_before_training(tmp_path, corpus):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory\n", encoding="utf-8")
+    result = invoke("train", "--config", write_config(tmp_path, corpus), "--out", blocker / "sub",
+                    "--no-progress")
+    assert_error(result, 1, f"run directory {blocker / 'sub'}", "--out")
+    assert listing(tmp_path) == ["a_file", "config.yaml"]
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus, monkeypatch):
+    out = tmp_path / "run"
+    real_replace = os.replace
+
+    def disk_full_on_the_second_save(src, dst, *args, **kwargs):
+        if str(dst).endswith("last.npz") and os.path.exists(dst):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *args, **kwargs)
+    monkeypatch.setattr(os, "replace", disk_full_on_the_second_save)
+    result = invoke("train", "--config", write_config(tmp_path, corpus), "--out", out, "--no-progress")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert_last_error(result, 1, out / "last.npz", "No space left on device",
+                      "previous checkpoint is intact", f"continue with: charrnn train --resume {out / 'last.npz'}")
+    arrays, meta = load_checkpoint(out / "last.npz")
+    model_from_checkpoint(arrays, meta, "last.npz")
+    assert meta["progress"]["step"] == 2
+    assert not list(out.glob(".*.tmp-*"))
