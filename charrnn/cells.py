@@ -35,15 +35,34 @@ def _is_ids(x: np.ndarray) -> bool:
     return np.issubdtype(x.dtype, np.integer)
 
 
-def _project(x: np.ndarray, Wx: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x (T, B, D) float or (T, B) ids -> x Wx + b, (T, B, G), a fresh array the caller may overwrite."""
-    if _is_ids(x):
-        out = np.take(Wx, x, axis=0)
-    else:
-        T, B, D = x.shape
-        out = (x.reshape(T * B, D) @ Wx).reshape(T, B, -1)
+def _project(x: np.ndarray, Wx: np.ndarray, b: np.ndarray, k: np.ndarray | None = None) -> np.ndarray:
+    """x (T, B, D) float or (T, B) ids -> (x Wx + b) * k, (T, B, G): a fresh array to overwrite.
+
+    k (G,) scales each column (None: no scaling); the cells use it to fold constants of their
+    nonlinearities into the pre-activations.
+    """
+    T, B = x.shape[:2]
+    if k is None:
+        k = np.ones((), dtype=Wx.dtype)
+    if not _is_ids(x):
+        out = (x.reshape(T * B, -1) @ (Wx * k)).reshape(T, B, -1)
+        out += b * k
+        return out
+    if Wx.shape[0] <= T * B:  # small vocabulary: scale the whole table once, then gather
+        table = Wx * k
+        table += b * k
+        return np.take(table, x, axis=0)
+    out = np.take(Wx, x, axis=0)  # large vocabulary: gather first, then scale only those rows
     out += b
+    out *= k
     return out
+
+
+def _sigmoid_of_negated_(z: np.ndarray) -> None:
+    """In place: z = -a becomes sigmoid(a) = 1 / (1 + exp(-a)). Call under errstate(over="ignore")."""
+    np.exp(z, out=z)
+    z += 1
+    np.reciprocal(z, out=z)
 
 
 def _input_grads(x: np.ndarray, Wx: np.ndarray, dA: np.ndarray):
@@ -74,9 +93,9 @@ class LSTM:
         self.hidden_size = hidden_size
         self.peephole = peephole
         H = hidden_size
-        # tanh(scale * a) then alpha * . + beta turns the packed block into (i, f, g, o).
-        self._scale = np.r_[np.full(2 * H, 0.5), np.ones(H), np.full(H, 0.5)]
-        self._beta = np.r_[np.full(2 * H, 0.5), np.zeros(H), np.full(H, 0.5)]
+        # Pre-activations are kept multiplied by k so that one exp call per step serves the whole
+        # gate block: sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1.
+        self._k = np.r_[np.full(2 * H, -1.0), np.full(H, -2.0), np.full(H, -1.0)]
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict:
         D, H = self.input_size, self.hidden_size
@@ -102,117 +121,115 @@ class LSTM:
         T, B = x.shape[:2]
         H = self.hidden_size
         dt = p["Wh"].dtype
-        scale, beta = self._scale.astype(dt), self._beta.astype(dt)
-        alpha = 1 - beta  # 0.5 on sigmoid columns, 1 on g
+        k = self._k.astype(dt)
 
-        # gates[t] holds the pre-activations, then (in place) the activations i, f, g, o.
-        gates = _project(x, p["Wx"], p["b"])
-        gates *= scale
-        Wh_s = p["Wh"] * scale
+        # gates[t] (B, 4H): k * pre-activations, then in place the activations i, f, s, o with
+        # s = sigmoid(2 a_g), so that all four are sigmoids and g = 2 s - 1.
+        gates = _project(x, p["Wx"], p["b"], k)
+        Wh_k = p["Wh"] * k
         hbuf = np.empty((T + 1, B, H), dtype=dt)  # hbuf[0] = h0, hbuf[t+1] = h_t
-        cbuf = np.empty((T + 1, B, H), dtype=dt)
-        tanh_c = np.empty((T, B, H), dtype=dt)
-        hbuf[0], cbuf[0] = h0, c0
+        # mult[t] (B, 4, H) holds what each gate's derivative is multiplied by in the backward
+        # pass: g, c_{t-1}, 4 i (dg/da_g = 4 s (1 - s)) and tanh(c_t). The cell state c_t itself
+        # lives in mult[t+1, :, 1], where step t+1 needs it.
+        mult = np.empty((T + 1, B, 4, H), dtype=dt)
+        hbuf[0], mult[0, :, 1] = h0, c0
         rec = np.empty((B, 4 * H), dtype=dt)
         ig = np.empty((B, H), dtype=dt)
         if self.peephole:
-            peep_if = np.stack([p["pi"], p["pf"]]) * dt.type(0.5)  # (2, H), scaled like a_i, a_f
-            peep_o = p["po"] * dt.type(0.5)
+            peep_if = -np.stack([p["pi"], p["pf"]])  # (2, H), scaled by k like a_i, a_f
+            peep_o = -p["po"]
             peep_tmp = np.empty((B, 2, H), dtype=dt)
-            o_tmp = np.empty((B, H), dtype=dt)
 
-        for t in range(T):
-            g4 = gates[t]
-            np.matmul(hbuf[t], Wh_s, out=rec)
-            g4 += rec
-            if self.peephole:
-                np.multiply(peep_if, cbuf[t][:, None, :], out=peep_tmp)
-                g4.reshape(B, 4, H)[:, :2] += peep_tmp
-                np.tanh(g4[:, : 3 * H], out=g4[:, : 3 * H])
-                g4[:, : 2 * H] *= 0.5
-                g4[:, : 2 * H] += 0.5
-            else:
-                np.tanh(g4, out=g4)
-                g4 *= alpha
-                g4 += beta
-            i, f, g, o = g4[:, :H], g4[:, H : 2 * H], g4[:, 2 * H : 3 * H], g4[:, 3 * H :]
-            c = cbuf[t + 1]
-            np.multiply(f, cbuf[t], out=c)
-            np.multiply(i, g, out=ig)
-            c += ig
-            if self.peephole:
-                np.multiply(peep_o, c, out=o_tmp)
-                o += o_tmp
-                np.tanh(o, out=o)
-                o *= 0.5
-                o += 0.5
-            np.tanh(c, out=tanh_c[t])
-            np.multiply(o, tanh_c[t], out=hbuf[t + 1])
+        with np.errstate(over="ignore"):  # exp(-a) = inf gives sigmoid(a) = 0, the exact limit
+            for t in range(T):
+                a = gates[t]
+                np.matmul(hbuf[t], Wh_k, out=rec)
+                a += rec
+                i, f, s, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+                m = mult[t]
+                g, c_prev, four_i, tanh_c = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
+                c = mult[t + 1, :, 1]
+                if self.peephole:
+                    np.multiply(peep_if, c_prev[:, None, :], out=peep_tmp)
+                    a.reshape(B, 4, H)[:, :2] += peep_tmp
+                    _sigmoid_of_negated_(a[:, : 3 * H])
+                else:
+                    _sigmoid_of_negated_(a)
+                np.multiply(s, 2, out=g)
+                g -= 1
+                np.multiply(f, c_prev, out=c)
+                np.multiply(i, g, out=ig)
+                c += ig
+                if self.peephole:
+                    np.multiply(peep_o, c, out=ig)
+                    o += ig
+                    _sigmoid_of_negated_(o)
+                np.tanh(c, out=tanh_c)
+                np.multiply(o, tanh_c, out=hbuf[t + 1])
+                np.multiply(i, 4, out=four_i)
 
-        cache = (x, gates, hbuf, cbuf, tanh_c)
-        return hbuf[1:], (hbuf[T].copy(), cbuf[T].copy()), cache
+        cache = (x, gates, hbuf, mult)
+        return hbuf[1:], (hbuf[T].copy(), mult[T, :, 1].copy()), cache
 
     def backward(self, p: dict, dhs: np.ndarray, dstate, cache):
-        x, gates, hbuf, cbuf, tanh_c = cache
+        x, gates, hbuf, mult = cache
         T, B, H = dhs.shape
         dt = gates.dtype
-        g4 = gates.reshape(T, B, 4, H)
-        i, f, g, o = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]
-        c_prev = cbuf[:-1]
-
-        # d a_k = (incoming dc or dh) * local[k], with local = derivative of the gate times the
-        # value it multiplies: i*g, f*c_prev, g*i enter c'; o*tanh(c') gives h'.
-        local = np.empty((T, B, 4, H), dtype=dt)
-        local[:, :, 0] = g * i * (1 - i)
-        local[:, :, 1] = c_prev * f * (1 - f)
-        local[:, :, 2] = i * (1 - g * g)
-        local[:, :, 3] = tanh_c * o * (1 - o)
-        dc_from_h = o * (1 - tanh_c * tanh_c)  # dc'/dh' (T, B, H)
-
-        dh_total = dhs.copy()  # (T, B, H), receives the recurrent gradient as we go back
-        dA = np.empty((T, B, 4, H), dtype=dt)
-        dh_next, dc_next = (np.zeros((B, H), dt), np.zeros((B, H), dt)) if dstate is None else (
-            dstate[0].astype(dt, copy=True), dstate[1].astype(dt, copy=True))
-        dh_total[T - 1] += dh_next
+        dA = np.empty((T, B, 4 * H), dtype=dt)  # gradient of the loss w.r.t. the pre-activations
         WhT = np.ascontiguousarray(p["Wh"].T)
+        # dh_rec: the gradient reaching h_t through h_t Wh (from step t+1), or dstate at t = T-1.
+        if dstate is None:
+            dh_rec, dc_next = np.zeros((B, H), dt), np.zeros((B, H), dt)
+        else:
+            dh_rec, dc_next = dstate[0].astype(dt, copy=True), dstate[1].astype(dt, copy=True)
+        dh = np.empty((B, H), dtype=dt)
         dc = np.empty((B, H), dtype=dt)
-        rec = np.empty((B, H), dtype=dt)
+        tmp = np.empty((B, H), dtype=dt)
         if self.peephole:
             pi, pf, po = p["pi"], p["pf"], p["po"]
-            tmp = np.empty((B, H), dtype=dt)
 
         for t in range(T - 1, -1, -1):
-            dh = dh_total[t]
-            np.multiply(dh, local[t, :, 3], out=dA[t, :, 3])  # d a_o
-            np.multiply(dh, dc_from_h[t], out=dc)
-            dc += dc_next
+            np.add(dhs[t], dh_rec, out=dh)
+            a = gates[t]
+            d = dA[t]
+            d4 = d.reshape(B, 4, H)
+            # Every gate is a sigmoid s here (g through s = sigmoid(2 a_g)): s' = s (1 - s).
+            np.multiply(a, a, out=d)
+            np.subtract(a, d, out=d)
+            d4 *= mult[t]
+            o, tanh_c = a[:, 3 * H :], mult[t, :, 3]
+            d4[:, 3] *= dh  # d a_o
+            # dc = dh * o * (1 - tanh(c)^2) + dc_next, with o tanh(c)^2 = h tanh(c).
+            np.multiply(hbuf[t + 1], tanh_c, out=tmp)
+            np.subtract(o, tmp, out=tmp)
+            tmp *= dh
+            np.add(tmp, dc_next, out=dc)
             if self.peephole:
-                np.multiply(dA[t, :, 3], po, out=tmp)
+                np.multiply(d4[:, 3], po, out=tmp)
                 dc += tmp
-            np.multiply(local[t, :, :3], dc[:, None, :], out=dA[t, :, :3])  # d a_i, d a_f, d a_g
-            np.multiply(dc, f[t], out=dc_next)
+            d4[:, :3] *= dc[:, None, :]  # d a_i, d a_f, d a_g
+            np.multiply(dc, a[:, H : 2 * H], out=dc_next)
             if self.peephole:
-                np.multiply(dA[t, :, 0], pi, out=tmp)
+                np.multiply(d4[:, 0], pi, out=tmp)
                 dc_next += tmp
-                np.multiply(dA[t, :, 1], pf, out=tmp)
+                np.multiply(d4[:, 1], pf, out=tmp)
                 dc_next += tmp
-            np.matmul(dA[t].reshape(B, 4 * H), WhT, out=rec)
-            if t > 0:
-                dh_total[t - 1] += rec
-        dh0 = rec.copy()
+            np.matmul(d, WhT, out=dh_rec)
 
         dA_flat = dA.reshape(T * B, 4 * H)
-        dx, dWx = _input_grads(x, p["Wx"], dA.reshape(T, B, 4 * H))
+        dx, dWx = _input_grads(x, p["Wx"], dA)
         grads = {
             "Wx": dWx,
             "Wh": hbuf[:-1].reshape(T * B, H).T @ dA_flat,
             "b": dA_flat.sum(axis=0),
         }
         if self.peephole:
-            grads["pi"] = np.einsum("tbh,tbh->h", dA[:, :, 0], c_prev)
-            grads["pf"] = np.einsum("tbh,tbh->h", dA[:, :, 1], c_prev)
-            grads["po"] = np.einsum("tbh,tbh->h", dA[:, :, 3], cbuf[1:])
-        return dx, (dh0, dc_next.copy()), grads
+            d4 = dA.reshape(T, B, 4, H)
+            cells = mult[:, :, 1]  # c_0 ... c_T
+            grads["pi"] = np.einsum("tbh,tbh->h", d4[:, :, 0], cells[:-1])
+            grads["pf"] = np.einsum("tbh,tbh->h", d4[:, :, 1], cells[:-1])
+            grads["po"] = np.einsum("tbh,tbh->h", d4[:, :, 3], cells[1:])
+        return dx, (dh_rec, dc_next), grads
 
     def step(self, p: dict, x: np.ndarray, state: tuple):
         h, c = state
