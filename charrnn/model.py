@@ -133,11 +133,12 @@ class CharRNN:
         return ids, inp, new_state, caches, head_mask
 
     def _head_logits(self, top: np.ndarray) -> np.ndarray:
-        """top (T, B, H) -> logits (T*B, V), rows in time-major order."""
+        """top (T, B, H) -> logits without the bias (T*B, V), rows in time-major order.
+
+        The bias is added by softmax_cross_entropy_, block by block while the rows are in cache.
+        """
         T, B, H = top.shape
-        logits = top.reshape(T * B, H) @ self.params["head.W"]
-        logits += self.params["head.b"]
-        return logits
+        return top.reshape(T * B, H) @ self.params["head.W"]
 
     def forward_backward(self, x: np.ndarray, y: np.ndarray, state: list,
                          rng: np.random.Generator | None = None):
@@ -154,10 +155,10 @@ class CharRNN:
         ids, top, new_state, caches, head_mask = self._forward(x, state, rng)
         targets = np.ascontiguousarray(y.T).reshape(-1)
         dlogits = self._head_logits(top)
-        nll = softmax_cross_entropy_(dlogits, targets)  # dlogits now holds the probabilities
+        # dlogits becomes the gradient of the mean loss w.r.t. the logits, in place.
+        nll = softmax_cross_entropy_(dlogits, targets, bias=self.params["head.b"],
+                                     grad_scale=1.0 / targets.size)
         loss = float(nll.mean(dtype=np.float64))
-        dlogits[np.arange(targets.size), targets] -= 1
-        dlogits *= self.dtype.type(1.0 / targets.size)
 
         H = self.hidden_size
         grads = {
@@ -199,7 +200,8 @@ class CharRNN:
         B, T = x.shape
         _, top, new_state, _, _ = self._forward(x, state, None)
         probs = self._head_logits(top)
-        nll = softmax_cross_entropy_(probs, np.ascontiguousarray(y.T).reshape(-1))
+        nll = softmax_cross_entropy_(probs, np.ascontiguousarray(y.T).reshape(-1),
+                                     bias=self.params["head.b"])
         return nll.astype(np.float64).reshape(T, B).T, new_state
 
     def step(self, ids: np.ndarray, state: list):

