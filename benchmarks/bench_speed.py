@@ -1,0 +1,464 @@
+"""Training and sampling speed of charrnn against PyTorch's CPU LSTM/GRU on this machine.
+
+For each configuration (cell, V, H, layers, B, T) it measures, in one run:
+
+- training chars/s (B*T / median step time) of one full float32 step: forward, loss, backward,
+  clip_grad_norm at 5, Adam. charrnn against PyTorch (nn.LSTM/nn.GRU fed one-hot vectors like the
+  charrnn model, + nn.Linear + cross_entropy + clip_grad_norm_ + Adam), PyTorch run with its
+  oneDNN (mkldnn) kernels and with its native kernels, the faster one reported;
+- the GEMM-only floor: the matrix products of the charrnn step alone (input projections, the T
+  recurrent products forward and backward, weight gradients, head forward and backward), timed
+  in NumPy with the same threads; "share" = floor time / charrnn step time;
+- sampling chars/s with one stream (2,000 characters: model.step + charrnn.sample.choose, against
+  PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once;
+- the peak memory of charrnn training: ru_maxrss of a fresh process that built the model and ran
+  the timed steps (everything: interpreter, parameters, Adam state, the step's temporaries), and
+  the tracemalloc peak of the NumPy allocations made during one step.
+
+Every measurement runs in its own fresh subprocess ("worker"): PyTorch's OpenMP pool and NumPy's
+OpenBLAS pool both busy-wait between calls and would fight over two cores if they shared a
+process, BLAS thread counts can only be set before the library loads, and a fresh process is
+what makes ru_maxrss a per-configuration number. Within a run the two sides alternate
+configuration by configuration; with --repeat R the whole run is repeated and every figure is
+the median over the R runs.
+
+    python benchmarks/bench_speed.py --json runs/bench.json            # all, median of 3 runs
+    python benchmarks/bench_speed.py --configs 0,3 --repeat 1 --steps 20
+    python benchmarks/bench_speed.py --configs gru:65:256:2:64:64 --no-torch
+
+Without PyTorch installed the torch columns say n/a and everything else still runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# (cell, V, H, layers, B, T)
+CONFIGS = [
+    ("lstm", 65, 128, 2, 32, 64),
+    ("lstm", 65, 256, 2, 64, 64),
+    ("lstm", 65, 512, 3, 32, 100),
+    ("gru", 65, 256, 2, 64, 64),
+    ("lstm", 6800, 256, 2, 64, 64),
+    ("lstm", 6800, 512, 2, 32, 64),
+]
+MAX_NORM = 5.0
+LEARNING_RATE = 2e-3
+LOAD_WARNING = 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: each runs in a fresh process and prints one JSON object on its last stdout line.
+# ---------------------------------------------------------------------------------------------
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _timed_steps(step, warmup: int, steps: int) -> list[float]:
+    """Seconds of each of `steps` calls of step() after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _max_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _numpy_model(cell, V, H, L, B, T):
+    import numpy as np
+
+    from charrnn.model import CharRNN
+
+    rng = np.random.default_rng(0)
+    model = CharRNN(V, H, L, cell=cell)
+    model.init_params(rng)
+    x = rng.integers(0, V, size=(B, T))
+    y = rng.integers(0, V, size=(B, T))
+    return model, x, y, rng
+
+
+def worker_numpy_train(cfg, warmup, steps):
+    """charrnn training step: loss_and_grads + clip_grad_norm + Adam, the state carried along."""
+    import tracemalloc
+
+    from charrnn.optim import Adam, clip_grad_norm
+
+    cell, V, H, L, B, T = cfg
+    model, x, y, _ = _numpy_model(cell, V, H, L, B, T)
+    optimizer = Adam(model.params)
+    state = model.init_state(B)
+
+    def step():
+        nonlocal state
+        _, grads, state = model.loss_and_grads(x, y, state)
+        clip_grad_norm(grads, MAX_NORM)
+        optimizer.step(model.params, grads, LEARNING_RATE)
+
+    times = _timed_steps(step, warmup, steps)
+    rss = _max_rss_bytes()
+    # After the timed steps, so tracing cannot slow them down.
+    tracemalloc.start()
+    step()
+    step_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"times": times, "max_rss": rss, "step_peak": step_peak}
+
+
+def worker_numpy_gemm(cfg, warmup, steps):
+    """The matrix products of one charrnn training step, alone, with the layouts the cells use."""
+    import numpy as np
+
+    cell, V, H, L, B, T = cfg
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
+    N = T * B
+    rng = np.random.default_rng(0)
+
+    def rand(*shape):
+        return rng.standard_normal(shape, dtype=np.float32)
+
+    top, Wy = rand(N, H), rand(H, V)
+    dlogits, logits, dtop = rand(N, V), np.empty((N, V), np.float32), np.empty((N, H), np.float32)
+    layers = []
+    for layer in range(L):
+        lay = {"Wh": rand(H, G), "WhT": rand(G, H), "hs": rand(T + 1, B, H), "dA": rand(T, B, G),
+               "rec": np.empty((B, G), np.float32), "drec": np.empty((B, H), np.float32)}
+        if layer > 0:  # layer 0 reads one-hot input: a row gather, no product
+            lay.update(Wx=rand(H, G), x=rand(N, H), pre=np.empty((N, G), np.float32))
+        layers.append(lay)
+
+    def step():
+        for lay in layers:
+            hs, dA = lay["hs"], lay["dA"]
+            if "Wx" in lay:
+                np.matmul(lay["x"], lay["Wx"], out=lay["pre"])
+            for t in range(T):
+                np.matmul(hs[t], lay["Wh"], out=lay["rec"])
+        np.matmul(top, Wy, out=logits)
+        np.matmul(top.T, dlogits)
+        np.matmul(dlogits, Wy.T, out=dtop)
+        for lay in reversed(layers):
+            hs, dA = lay["hs"], lay["dA"]
+            for t in range(T - 1, -1, -1):
+                np.matmul(dA[t], lay["WhT"], out=lay["drec"])
+            dA2 = dA.reshape(N, G)
+            np.matmul(hs[:-1].reshape(N, H).T, dA2)
+            if "Wx" in lay:
+                np.matmul(lay["x"].T, dA2)
+                np.matmul(dA2, lay["Wx"].T)
+
+    return {"times": _timed_steps(step, warmup, steps)}
+
+
+def worker_numpy_sample(cfg, chars, batch_steps):
+    """charrnn sampling: model.step + sample.choose, one stream and 64 streams."""
+    import numpy as np
+
+    from charrnn.sample import choose
+
+    cell, V, H, L, _, _ = cfg
+    model, _, _, rng = _numpy_model(cell, V, H, L, 1, 1)
+    result = {}
+    for batch, n in ((1, chars), (64, batch_steps)):
+        state = model.init_state(batch)
+        ids = np.zeros(batch, dtype=np.int64)
+        for _ in range(20):  # warm-up
+            logits, state = model.step(ids, state)
+            ids = choose(logits, rng)
+        start = time.perf_counter()
+        for _ in range(n):
+            logits, state = model.step(ids, state)
+            ids = choose(logits, rng)
+        result[f"b{batch}"] = batch * n / (time.perf_counter() - start)
+    return result
+
+
+def _torch_model(cfg, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cell, V, H, L, B, T = cfg
+    rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](V, H, L)
+    head = torch.nn.Linear(H, V)
+    return torch, rnn, head
+
+
+def worker_torch_train(cfg, warmup, steps, threads, mkldnn):
+    """PyTorch's training step on one-hot input, with the oneDNN kernels on or off."""
+    torch, rnn, head = _torch_model(cfg, threads)
+    import torch.nn.functional as F
+
+    cell, V, H, L, B, T = cfg
+    params = [*rnn.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(params, lr=LEARNING_RATE)
+    x = torch.randint(0, V, (T, B))
+    y = torch.randint(0, V, (T * B,))
+    zeros = torch.zeros(L, B, H)
+    state = (zeros, zeros.clone()) if cell == "lstm" else zeros
+
+    def step():
+        nonlocal state
+        out, state = rnn(F.one_hot(x, V).float(), state)
+        loss = F.cross_entropy(head(out).reshape(T * B, V), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_NORM)
+        optimizer.step()
+        loss.item()
+        state = tuple(s.detach() for s in state) if cell == "lstm" else state.detach()
+
+    with torch.backends.mkldnn.flags(enabled=mkldnn):
+        return {"times": _timed_steps(step, warmup, steps)}
+
+
+def worker_torch_sample(cfg, chars, threads, mkldnn):
+    """PyTorch sampling, one stream: one-hot input, softmax, torch.multinomial, under no_grad."""
+    torch, rnn, head = _torch_model(cfg, threads)
+    V = cfg[1]
+
+    def run(n):
+        x = torch.zeros(1, 1, V)
+        idx, state = 0, None
+        for _ in range(n):
+            x.zero_()
+            x[0, 0, idx] = 1.0
+            out, state = rnn(x, state)
+            probs = torch.softmax(head(out[0]), dim=-1)
+            idx = int(torch.multinomial(probs, 1))
+
+    with torch.no_grad(), torch.backends.mkldnn.flags(enabled=mkldnn):
+        run(20)
+        start = time.perf_counter()
+        run(chars)
+        return {"b1": chars / (time.perf_counter() - start)}
+
+
+def run_worker(argv: list[str]) -> None:
+    task, spec = argv[0], json.loads(argv[1])
+    cfg = tuple(spec["cfg"])
+    if task == "numpy_train":
+        out = worker_numpy_train(cfg, spec["warmup"], spec["steps"])
+    elif task == "numpy_gemm":
+        out = worker_numpy_gemm(cfg, spec["warmup"], spec["steps"])
+    elif task == "numpy_sample":
+        out = worker_numpy_sample(cfg, spec["chars"], spec["batch_steps"])
+    elif task == "torch_train":
+        out = worker_torch_train(cfg, spec["warmup"], spec["steps"], spec["threads"], spec["mkldnn"])
+    else:
+        out = worker_torch_sample(cfg, spec["chars"], spec["threads"], spec["mkldnn"])
+    print(json.dumps(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+def _blas_env(threads: int) -> dict:
+    """Environment for a NumPy worker: every BLAS flavour limited to `threads` threads."""
+    env = dict(os.environ)
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = str(threads)
+    return env
+
+
+def spawn(task: str, spec: dict, env: dict | None = None) -> dict:
+    """Run one worker in a fresh interpreter and return its JSON result."""
+    cmd = [sys.executable, __file__, "--worker", task, json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {task} {spec['cfg']} failed:\n{proc.stderr.strip()}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def torch_available() -> str | None:
+    """PyTorch's version, or None when it cannot be imported."""
+    proc = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def machine_info(np_threads: int, torch_threads: int, torch_version: str | None) -> dict:
+    import numpy as np
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = "unknown"
+    try:
+        info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{info.get('name')} {info.get('version')} ({info.get('openblas configuration', '')})"
+    except Exception:  # the layout of show_config differs between NumPy versions
+        pass
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+        "numpy": np.__version__, "blas": blas.strip(), "numpy_blas_threads": np_threads,
+        "torch": torch_version or "n/a", "torch_threads": torch_threads if torch_version else "n/a",
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def measure_once(cfg, args, have_torch: bool) -> dict:
+    """One run of every measurement for one configuration, the two sides alternating."""
+    cell, V, H, L, B, T = cfg
+    timing = {"cfg": cfg, "warmup": args.warmup, "steps": args.steps}
+    env = _blas_env(args.np_threads)
+    row = {}
+    train = spawn("numpy_train", timing, env)
+    row["np_train"] = B * T / _median(train["times"])
+    row["max_rss"], row["step_peak"] = train["max_rss"], train["step_peak"]
+    if have_torch:
+        for mkldnn in (True, False):
+            spec = dict(timing, threads=args.torch_threads, mkldnn=mkldnn)
+            row[f"torch_train_{'onednn' if mkldnn else 'native'}"] = (
+                B * T / _median(spawn("torch_train", spec)["times"]))
+    row["gemm_floor"] = B * T / _median(spawn("numpy_gemm", timing, env)["times"])
+    sample = spawn("numpy_sample", {"cfg": cfg, "chars": args.sample_chars,
+                                    "batch_steps": args.batch_sample_steps}, env)
+    row["np_sample_b1"], row["np_sample_b64"] = sample["b1"], sample["b64"]
+    if have_torch:
+        for mkldnn in (True, False):
+            spec = {"cfg": cfg, "chars": args.sample_chars, "threads": args.torch_threads,
+                    "mkldnn": mkldnn}
+            row[f"torch_sample_{'onednn' if mkldnn else 'native'}"] = spawn("torch_sample", spec)["b1"]
+    return row
+
+
+def summarise(runs: list[dict], have_torch: bool) -> dict:
+    """Median over runs of every figure, then the derived ratios."""
+    s = {key: _median([r[key] for r in runs]) for key in runs[0]}
+    s["share_of_floor"] = s["np_train"] / s["gemm_floor"]
+    s["b64_over_b1"] = s["np_sample_b64"] / s["np_sample_b1"]
+    if have_torch:
+        for what in ("train", "sample"):
+            native, onednn = s[f"torch_{what}_native"], s[f"torch_{what}_onednn"]
+            s[f"torch_{what}"] = max(native, onednn)
+            s[f"torch_{what}_kernel"] = "onednn" if onednn >= native else "native"
+        s["train_ratio"] = s["np_train"] / s["torch_train"]
+        s["sample_ratio"] = s["np_sample_b1"] / s["torch_sample"]
+    return s
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_tables(results: list[dict], have_torch: bool) -> None:
+    def label(cfg):
+        return "{} {:>4} {:>3} {} {:>2} {:>3}".format(*cfg)
+
+    print("\nTraining, chars/s (median step; median over runs)")
+    print(f"{'cell V H L B T':<24}{'charrnn':>9}{'torch':>9}{'kernel':>8}{'ratio':>7}"
+          f"{'floor':>9}{'share':>7}{'RSS MB':>8}{'step MB':>8}")
+    for r in results:
+        s = r["summary"]
+        torch_cols = (f"{_fmt(s.get('torch_train'), '9.0f')}{s.get('torch_train_kernel', 'n/a'):>8}"
+                      f"{_fmt(s.get('train_ratio'), '7.2f')}") if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}"
+        print(f"{label(r['config']):<24}{s['np_train']:9.0f}{torch_cols}{s['gemm_floor']:9.0f}"
+              f"{s['share_of_floor']:7.2f}{s['max_rss'] / 2**20:8.0f}{s['step_peak'] / 2**20:8.0f}")
+    print("\nSampling, chars/s")
+    print(f"{'cell V H L B T':<24}{'b1':>9}{'torch b1':>9}{'kernel':>8}{'ratio':>7}{'b64':>10}{'b64/b1':>8}")
+    for r in results:
+        s = r["summary"]
+        torch_cols = (f"{s['torch_sample']:9.0f}{s['torch_sample_kernel']:>8}{s['sample_ratio']:7.2f}"
+                      if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}")
+        print(f"{label(r['config']):<24}{s['np_sample_b1']:9.0f}{torch_cols}"
+              f"{s['np_sample_b64']:10.0f}{s['b64_over_b1']:8.1f}")
+
+
+def parse_configs(text: str | None) -> list[tuple]:
+    """'0,3' (indices into CONFIGS) and/or 'lstm:65:128:2:32:64' specs, comma-separated."""
+    if not text:
+        return list(CONFIGS)
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if item.isdigit():
+            out.append(CONFIGS[int(item)])
+        else:
+            cell, *nums = item.split(":")
+            if cell not in ("lstm", "gru") or len(nums) != 5:
+                raise SystemExit(f"--configs: {item!r} is not an index or cell:V:H:L:B:T (cell lstm or gru)")
+            out.append((cell, *map(int, nums)))
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        run_worker(sys.argv[2:])
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--configs", help="comma-separated indices into the built-in list "
+                    "(0-5) and/or cell:V:H:L:B:T specs; default: all six")
+    ap.add_argument("--repeat", type=int, default=3, help="full runs; figures are medians over them")
+    ap.add_argument("--steps", type=int, default=20, help="timed training steps per measurement")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
+    ap.add_argument("--sample-chars", type=int, default=2000, help="characters sampled with one stream")
+    ap.add_argument("--batch-sample-steps", type=int, default=200, help="steps sampled with 64 streams")
+    ap.add_argument("--np-threads", type=int, default=2, help="OpenBLAS threads for NumPy")
+    ap.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    ap.add_argument("--json", type=Path, help="write every raw figure and the medians here")
+    args = ap.parse_args()
+    if args.steps < 1 or args.repeat < 1:
+        raise SystemExit("--steps and --repeat must be >= 1")
+    configs = parse_configs(args.configs)
+
+    torch_version = None if args.no_torch else torch_available()
+    have_torch = torch_version is not None
+    info = machine_info(args.np_threads, args.torch_threads, torch_version)
+    print(f"CPU: {info['cpu']} ({info['cores']} cores); numpy {info['numpy']}, BLAS {info['blas']}")
+    print(f"threads: NumPy BLAS {args.np_threads}, torch {info['torch_threads']}; torch {info['torch']}")
+    load = info["loadavg_start"]
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if load[0] > LOAD_WARNING:
+        print(f"WARNING: the 1-minute load average is above {LOAD_WARNING}: other processes are "
+              "running and the figures will be noisy; rerun on an idle machine.")
+    if not have_torch:
+        why = "--no-torch" if args.no_torch else "PyTorch is not installed (pip install -e '.[bench]')"
+        print(f"torch columns: n/a ({why})")
+
+    runs = {cfg: [] for cfg in configs}
+    for k in range(args.repeat):
+        for cfg in configs:
+            start = time.perf_counter()
+            runs[cfg].append(measure_once(cfg, args, have_torch))
+            print(f"run {k + 1}/{args.repeat} {' '.join(map(str, cfg))}: "
+                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+    results = [{"config": list(cfg), "runs": runs[cfg], "summary": summarise(runs[cfg], have_torch)}
+               for cfg in configs]
+    print_tables(results, have_torch)
+    info["loadavg_end"] = os.getloadavg()
+    print(f"\nload average at the end: {' '.join(f'{v:.2f}' for v in info['loadavg_end'])}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        args.json.write_text(json.dumps({"machine": info, "options": options, "results": results},
+                                        indent=1))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
