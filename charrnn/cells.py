@@ -12,19 +12,22 @@ One-hot input is implemented as a row gather of Wx (identical to one_hot(ids) @ 
 gradient as a scatter-add of rows; dx is then None. A state is a tuple of (B, H) arrays:
 (h, c) for the LSTM, (h,) for the others. Cells keep no activations between calls.
 
-Speed: the input projection of all T steps is one GEMM before the time loop and the weight
-gradients are one GEMM each after it, so only h @ Wh and a few elementwise calls remain per
-timestep. Sigmoid gates are computed by the same tanh call as the tanh gates, through
-sigmoid(a) = 0.5 + 0.5 tanh(a / 2): their columns are pre-scaled by 1/2. The backward pass
-precomputes, vectorised over all T, each gate's local derivative times the value it multiplies,
-so the loop only scales those factors by the incoming dh or dc.
+Speed: the input projection of all T steps is one GEMM (or row gather) before the time loop
+and the weight gradients are one GEMM each after it, so only h @ Wh and a few in-place
+elementwise calls remain per timestep. np.exp is the cheapest transcendental NumPy has on
+float32 (np.tanh costs about twice as much), so the gated cells keep their pre-activations
+multiplied by a per-column constant k and turn a whole gate block into activations with one
+exp, one add and one reciprocal: sigmoid(a) = 1 / (1 + exp(-a)) (k = -1) and
+tanh(a) = 2 sigmoid(2a) - 1 (k = -2). The backward passes derive each step's local derivatives
+in cache from the stored activations instead of precomputing them over all T in full-size
+temporaries. The elementwise part of a step is one function shared by forward and step.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .functional import scatter_add_rows, sigmoid
+from .functional import scatter_add_rows
 
 
 def _uniform(rng: np.random.Generator, shape, bound: float, dtype) -> np.ndarray:
@@ -32,7 +35,7 @@ def _uniform(rng: np.random.Generator, shape, bound: float, dtype) -> np.ndarray
 
 
 def _is_ids(x: np.ndarray) -> bool:
-    return np.issubdtype(x.dtype, np.integer)
+    return x.dtype.kind in "iu"  # np.issubdtype costs microseconds: too much per sampled character
 
 
 def _project(x: np.ndarray, Wx: np.ndarray, b: np.ndarray, k: np.ndarray | None = None) -> np.ndarray:
@@ -134,39 +137,17 @@ class LSTM:
         mult = np.empty((T + 1, B, 4, H), dtype=dt)
         hbuf[0], mult[0, :, 1] = h0, c0
         rec = np.empty((B, 4 * H), dtype=dt)
-        ig = np.empty((B, H), dtype=dt)
-        if self.peephole:
-            peep_if = -np.stack([p["pi"], p["pf"]])  # (2, H), scaled by k like a_i, a_f
-            peep_o = -p["po"]
-            peep_tmp = np.empty((B, 2, H), dtype=dt)
+        tmp = np.empty((B, H), dtype=dt)
+        peep = self._peepholes(p)
 
         with np.errstate(over="ignore"):  # exp(-a) = inf gives sigmoid(a) = 0, the exact limit
             for t in range(T):
                 a = gates[t]
                 np.matmul(hbuf[t], Wh_k, out=rec)
                 a += rec
-                i, f, s, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
                 m = mult[t]
-                g, c_prev, four_i, tanh_c = m[:, 0], m[:, 1], m[:, 2], m[:, 3]
-                c = mult[t + 1, :, 1]
-                if self.peephole:
-                    np.multiply(peep_if, c_prev[:, None, :], out=peep_tmp)
-                    a.reshape(B, 4, H)[:, :2] += peep_tmp
-                    _sigmoid_of_negated_(a[:, : 3 * H])
-                else:
-                    _sigmoid_of_negated_(a)
-                np.multiply(s, 2, out=g)
-                g -= 1
-                np.multiply(f, c_prev, out=c)
-                np.multiply(i, g, out=ig)
-                c += ig
-                if self.peephole:
-                    np.multiply(peep_o, c, out=ig)
-                    o += ig
-                    _sigmoid_of_negated_(o)
-                np.tanh(c, out=tanh_c)
-                np.multiply(o, tanh_c, out=hbuf[t + 1])
-                np.multiply(i, 4, out=four_i)
+                _lstm_update(a, m[:, 1], m[:, 0], mult[t + 1, :, 1], m[:, 3], hbuf[t + 1], tmp, peep)
+                np.multiply(a[:, :H], 4, out=m[:, 2])
 
         cache = (x, gates, hbuf, mult)
         return hbuf[1:], (hbuf[T].copy(), mult[T, :, 1].copy()), cache
@@ -233,16 +214,48 @@ class LSTM:
 
     def step(self, p: dict, x: np.ndarray, state: tuple):
         h, c = state
-        H = self.hidden_size
-        a = (p["Wx"][x] if _is_ids(x) else x @ p["Wx"]) + h @ p["Wh"] + p["b"]
-        if self.peephole:
-            a[:, :H] += p["pi"] * c
-            a[:, H : 2 * H] += p["pf"] * c
-        i, f = sigmoid(a[:, :H]), sigmoid(a[:, H : 2 * H])
-        c = f * c + i * np.tanh(a[:, 2 * H : 3 * H])
-        a_o = a[:, 3 * H :] + p["po"] * c if self.peephole else a[:, 3 * H :]
-        h = sigmoid(a_o) * np.tanh(c)
-        return h, (h, c)
+        B, H = h.shape
+        a = np.take(p["Wx"], x, axis=0) if _is_ids(x) else x @ p["Wx"]
+        a += h @ p["Wh"]
+        a += p["b"]
+        a *= self._k.astype(a.dtype)
+        g, c_new, tanh_c, h_new, tmp = np.empty((5, B, H), dtype=a.dtype)
+        with np.errstate(over="ignore"):
+            _lstm_update(a, c, g, c_new, tanh_c, h_new, tmp, self._peepholes(p))
+        return h_new, (h_new, c_new)
+
+    def _peepholes(self, p: dict):
+        """None, or the peephole weights scaled by k like the gates they feed: (pi, pf) (2, H), po (H,)."""
+        if not self.peephole:
+            return None
+        return -np.stack([p["pi"], p["pf"]]), -p["po"]
+
+
+def _lstm_update(a, c_prev, g, c, tanh_c, h, tmp, peep) -> None:
+    """The elementwise part of one LSTM step, in place; run under np.errstate(over="ignore").
+
+    a (B, 4H): k * pre-activations (see LSTM._k), overwritten with the activations i, f, s, o
+    where s = sigmoid(2 a_g). c_prev (B, H): the previous cell. Writes g = 2 s - 1, the new cell c,
+    tanh(c) and h, each (B, H); tmp (B, H) is scratch. peep: LSTM._peepholes(p).
+    """
+    B, H = c_prev.shape
+    i, f, s, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+    if peep is None:
+        _sigmoid_of_negated_(a)
+    else:
+        a.reshape(B, 4, H)[:, :2] += peep[0] * c_prev[:, None, :]
+        _sigmoid_of_negated_(a[:, : 3 * H])
+    np.multiply(s, 2, out=g)
+    g -= 1
+    np.multiply(f, c_prev, out=c)
+    np.multiply(i, g, out=tmp)
+    c += tmp
+    if peep is not None:
+        np.multiply(peep[1], c, out=tmp)
+        o += tmp
+        _sigmoid_of_negated_(o)
+    np.tanh(c, out=tanh_c)
+    np.multiply(o, tanh_c, out=h)
 
 
 class GRU:
@@ -260,7 +273,9 @@ class GRU:
         self.input_size = input_size
         self.hidden_size = hidden_size
         H = hidden_size
-        self._scale = np.r_[np.full(2 * H, 0.5), np.ones(H)]
+        # As in the LSTM: pre-activations times k, so that sigmoid(a) = 1 / (1 + exp(-a)) for r, z
+        # and tanh(a) = 2 sigmoid(2a) - 1 for n all go through exp.
+        self._k = np.r_[np.full(2 * H, -1.0), np.full(H, -2.0)]
 
     def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict:
         D, H = self.input_size, self.hidden_size
@@ -275,99 +290,122 @@ class GRU:
     def init_state(self, batch_size: int, dtype=np.float32) -> tuple:
         return (np.zeros((batch_size, self.hidden_size), dtype=dtype),)
 
+    def _scaled(self, p: dict, dt):
+        """k, the x-side bias (bh of r and z folded in: they only ever add) and bh_n, all times k."""
+        H = self.hidden_size
+        k = self._k.astype(dt)
+        bias_x = p["bx"].copy()
+        bias_x[: 2 * H] += p["bh"][: 2 * H]
+        return k, bias_x, p["bh"][2 * H :] * k[2 * H :]
+
     def forward(self, p: dict, x: np.ndarray, state: tuple):
         (h0,) = state
         T, B = x.shape[:2]
         H = self.hidden_size
         dt = p["Wh"].dtype
-        scale = self._scale.astype(dt)
+        k, bias_x, bhn_k = self._scaled(p, dt)
 
-        # gates[t]: x-side pre-activations, overwritten in place by r, z, n.
-        gates = _project(x, p["Wx"], p["bx"])
-        gates *= scale
-        Wh_s, bh_s = p["Wh"] * scale, p["bh"] * scale
-        hside = np.empty((T, B, 3 * H), dtype=dt)  # h Wh + bh (r, z columns halved); n part kept for backward
+        # gates[t] (B, 3H): x-side pre-activations times k, overwritten in place by r, z, n.
+        gates = _project(x, p["Wx"], bias_x, k)
+        Wh_k = p["Wh"] * k
+        hn_k = np.empty((T, B, H), dtype=dt)  # k_n (h Wh_n + bh_n), kept for the backward pass
         hbuf = np.empty((T + 1, B, H), dtype=dt)
         hbuf[0] = h0
-        diff = np.empty((B, H), dtype=dt)
+        rec = np.empty((B, 3 * H), dtype=dt)
+        tmp = np.empty((B, H), dtype=dt)
+        with np.errstate(over="ignore"):
+            for t in range(T):
+                np.matmul(hbuf[t], Wh_k, out=rec)
+                _gru_update(gates[t], rec, bhn_k, hbuf[t], hn_k[t], hbuf[t + 1], tmp)
 
-        for t in range(T):
-            g3, hs = gates[t], hside[t]
-            np.matmul(hbuf[t], Wh_s, out=hs)
-            hs += bh_s
-            rz, n = g3[:, : 2 * H], g3[:, 2 * H :]
-            rz += hs[:, : 2 * H]
-            np.tanh(rz, out=rz)
-            rz *= 0.5
-            rz += 0.5
-            np.multiply(rz[:, :H], hs[:, 2 * H :], out=diff)
-            n += diff
-            np.tanh(n, out=n)
-            np.subtract(hbuf[t], n, out=diff)
-            diff *= rz[:, H:]
-            np.add(n, diff, out=hbuf[t + 1])
-
-        cache = (x, gates, hside, hbuf)
+        cache = (x, gates, hn_k, hbuf)
         return hbuf[1:], (hbuf[T].copy(),), cache
 
     def backward(self, p: dict, dhs: np.ndarray, dstate, cache):
-        x, gates, hside, hbuf = cache
+        x, gates, hn_k, hbuf = cache
         T, B, H = dhs.shape
         dt = gates.dtype
-        g3 = gates.reshape(T, B, 3, H)
-        r, z, n = g3[:, :, 0], g3[:, :, 1], g3[:, :, 2]
-        hn = hside[:, :, 2 * H :]  # h Wh_n + bh_n
-        h_prev = hbuf[:-1]
-
-        # Every pre-activation gradient is dh times a factor known after the forward pass.
-        dn_pre = (1 - z) * (1 - n * n)
-        x_local = np.empty((T, B, 3, H), dtype=dt)   # d(x-side pre-activations) / dh
-        x_local[:, :, 2] = dn_pre
-        x_local[:, :, 1] = (h_prev - n) * z * (1 - z)
-        x_local[:, :, 0] = dn_pre * hn * r * (1 - r)
-        h_local = x_local.copy()                     # the h side differs only in n: r * dn_pre
-        h_local[:, :, 2] = dn_pre * r
-
-        dh_total = dhs.copy()
-        if dstate is not None:
-            dh_total[T - 1] += dstate[0]
-        dAh = np.empty((T, B, 3, H), dtype=dt)
+        dAx = np.empty((T, B, 3 * H), dtype=dt)  # d loss / d (x Wx + bx), gates r, z, n
+        dAh = np.empty((T, B, 3 * H), dtype=dt)  # d loss / d (h Wh + bh): differs in n only
         WhT = np.ascontiguousarray(p["Wh"].T)
-        rec = np.empty((B, H), dtype=dt)
-        direct = np.empty((B, H), dtype=dt)
+        dh_rec = np.zeros((B, H), dt) if dstate is None else dstate[0].astype(dt, copy=True)
+        dh = np.empty((B, H), dtype=dt)
+        z_dh = np.empty((B, H), dtype=dt)
+        tmp = np.empty((B, H), dtype=dt)
+        k_n = dt.type(self._k[-1])
 
         for t in range(T - 1, -1, -1):
-            dh = dh_total[t]
-            np.multiply(h_local[t], dh[:, None, :], out=dAh[t])
-            np.matmul(dAh[t].reshape(B, 3 * H), WhT, out=rec)
-            np.multiply(dh, z[t], out=direct)
-            rec += direct
-            if t > 0:
-                dh_total[t - 1] += rec
+            np.add(dhs[t], dh_rec, out=dh)
+            g3, dx3, dh3 = gates[t], dAx[t], dAh[t]
+            r, z, n = g3[:, :H], g3[:, H : 2 * H], g3[:, 2 * H :]
+            d_rz, da_r, da_z, da_n = dx3[:, : 2 * H], dx3[:, :H], dx3[:, H : 2 * H], dx3[:, 2 * H :]
+            np.multiply(g3[:, : 2 * H], g3[:, : 2 * H], out=d_rz)
+            np.subtract(g3[:, : 2 * H], d_rz, out=d_rz)  # r (1 - r), z (1 - z)
+            # d a_n = dh (1 - z) (1 - n^2), with dh (1 - z) = dh - z dh; z dh also reaches h_{t-1}.
+            np.multiply(z, dh, out=z_dh)
+            np.multiply(n, n, out=tmp)
+            np.subtract(1, tmp, out=tmp)
+            np.subtract(dh, z_dh, out=da_n)
+            da_n *= tmp
+            # d a_z = dh (h_{t-1} - n) z (1 - z)
+            np.subtract(hbuf[t], n, out=tmp)
+            tmp *= dh
+            da_z *= tmp
+            # d a_r = d a_n (h Wh_n + bh_n) r (1 - r), the stored product being k_n times that.
+            np.multiply(da_n, hn_k[t], out=tmp)
+            tmp *= 1 / k_n
+            da_r *= tmp
+            np.copyto(dh3[:, : 2 * H], d_rz)
+            np.multiply(da_n, r, out=dh3[:, 2 * H :])
+            np.matmul(dh3, WhT, out=dh_rec)
+            dh_rec += z_dh
 
-        dAx = x_local
-        dAx *= dh_total[:, :, None, :]
-        dAx = dAx.reshape(T, B, 3 * H)
         dAh_flat = dAh.reshape(T * B, 3 * H)
         dx, dWx = _input_grads(x, p["Wx"], dAx)
         grads = {
             "Wx": dWx,
-            "Wh": h_prev.reshape(T * B, H).T @ dAh_flat,
+            "Wh": hbuf[:-1].reshape(T * B, H).T @ dAh_flat,
             "bx": dAx.reshape(T * B, 3 * H).sum(axis=0),
             "bh": dAh_flat.sum(axis=0),
         }
-        return dx, (rec.copy(),), grads
+        return dx, (dh_rec,), grads
 
     def step(self, p: dict, x: np.ndarray, state: tuple):
         (h,) = state
-        H = self.hidden_size
-        ax = (p["Wx"][x] if _is_ids(x) else x @ p["Wx"]) + p["bx"]
-        ah = h @ p["Wh"] + p["bh"]
-        r = sigmoid(ax[:, :H] + ah[:, :H])
-        z = sigmoid(ax[:, H : 2 * H] + ah[:, H : 2 * H])
-        n = np.tanh(ax[:, 2 * H :] + r * ah[:, 2 * H :])
-        h = (1 - z) * n + z * h
-        return h, (h,)
+        B, H = h.shape
+        dt = h.dtype
+        k, bias_x, bhn_k = self._scaled(p, dt)
+        ax = np.take(p["Wx"], x, axis=0) if _is_ids(x) else x @ p["Wx"]
+        ax += bias_x
+        ax *= k
+        rec = h @ (p["Wh"] * k)
+        hn_k, h_new, tmp = np.empty((3, B, H), dtype=dt)
+        with np.errstate(over="ignore"):
+            _gru_update(ax, rec, bhn_k, h, hn_k, h_new, tmp)
+        return h_new, (h_new,)
+
+
+def _gru_update(g3, rec, bhn_k, h_prev, hn_k, h, tmp) -> None:
+    """The elementwise part of one GRU step, in place; run under np.errstate(over="ignore").
+
+    g3 (B, 3H): k * x-side pre-activations (see GRU._scaled), overwritten with r, z, n.
+    rec (B, 3H): h_prev (Wh * k). bhn_k (H,): k * bh_n. Writes hn_k = k * (h Wh_n + bh_n) and
+    the new h, each (B, H); tmp (B, H) is scratch.
+    """
+    H = h.shape[1]
+    rz, n, z = g3[:, : 2 * H], g3[:, 2 * H :], g3[:, H : 2 * H]
+    rz += rec[:, : 2 * H]
+    _sigmoid_of_negated_(rz)
+    np.add(rec[:, 2 * H :], bhn_k, out=hn_k)
+    np.multiply(rz[:, :H], hn_k, out=tmp)
+    n += tmp
+    _sigmoid_of_negated_(n)
+    n *= 2
+    n -= 1
+    # h = n + z (h_prev - n)
+    np.subtract(h_prev, n, out=tmp)
+    tmp *= z
+    np.add(n, tmp, out=h)
 
 
 class RNN:
