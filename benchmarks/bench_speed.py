@@ -381,8 +381,8 @@ def summarise(runs: list[dict], have_torch: bool) -> dict:
     s["b64_over_b1"] = s["np_sample_b64"] / s["np_sample_b1"]
     if have_torch:
         for what in ("train", "sample"):
-            kernels = sorted({r[f"torch_{what}_kernel"] for r in runs})
-            s[f"torch_{what}_kernel"] = "/".join(kernels)
+            kernels = {r[f"torch_{what}_kernel"] for r in runs}
+            s[f"torch_{what}_kernel"] = kernels.pop() if len(kernels) == 1 else "mixed"  # across runs
         s["train_ratio"] = s["np_train"] / s["torch_train"]
         s["sample_ratio"] = s["np_sample_b1"] / s["torch_sample"]
     return s
