@@ -14,8 +14,10 @@ says: Han characters where characters belong, the marks forced at line ends, opt
 heads, primed opening characters, rhyme and a ban on lines copied from the training corpus.
 
 Rhyme uses the table shipped as package data (charrnn/data/rhymes.json, built by
-`charrnn.tang`): each character maps to the 十三辙 rhyme classes of all its modern readings.
-This module needs NumPy only.
+`charrnn.tang`): each character maps to the 十三辙 rhyme classes of all its modern readings,
+that of its most common reading first. The metric counts a rhyme in any reading, as a reader
+may; `--rhyme` writes rhymes in the most common readings only, so that 家 (jiā) is never made
+to rhyme with 初 (chū) through its rare reading gū. This module needs NumPy only.
 """
 
 from __future__ import annotations
@@ -146,13 +148,13 @@ def corpus_lines(poems: Iterable[str]) -> set[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _read_rhymes() -> tuple[tuple[str, ...], dict[str, frozenset[int]]]:
-    """Parse charrnn/data/rhymes.json once: (group names, char -> group indices)."""
+def _read_rhymes() -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
+    """Parse charrnn/data/rhymes.json once: (group names, char -> group indices, main one first)."""
     res = resources.files("charrnn") / "data" / "rhymes.json"
     try:
         table = json.loads(res.read_text(encoding="utf-8"))
         groups = tuple(table["groups"])
-        chars = {ch: frozenset(int(g) for g in gs) for ch, gs in table["chars"].items()}
+        chars = {ch: tuple(int(g) for g in gs) for ch, gs in table["chars"].items() if gs}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CharRNNError(f"{res}: unreadable rhyme table ({exc}); reinstall charrnn") from None
     if any(not 0 <= g < len(groups) for gs in chars.values() for g in gs):
@@ -170,7 +172,12 @@ def load_rhymes() -> dict[str, frozenset[int]]:
 
     A character absent from the table has no known reading and rhymes with nothing.
     """
-    return dict(_read_rhymes()[1])
+    return {ch: frozenset(gs) for ch, gs in _read_rhymes()[1].items()}
+
+
+def load_main_rhymes() -> dict[str, frozenset[int]]:
+    """character -> the rhyme group of its most common reading (package data), as a 1-set."""
+    return {ch: frozenset(gs[:1]) for ch, gs in _read_rhymes()[1].items()}
 
 
 def rhymes_with(ends: Iterable[str], rhymes: Mapping[str, frozenset[int]]) -> bool:
@@ -324,7 +331,8 @@ def compose(model, vocab, form: str, rng: np.random.Generator, *, num: int = 1,
     forbid_corpus_lines: verse lines (e.g. `corpus_lines(training poems)`) that must not be
         produced verbatim: at each line's last character the ids that would complete one are
         masked out.
-    rhymes: the rhyme table (default: the shipped one).
+    rhymes: the groups each character may rhyme in (default: `load_main_rhymes()`, the group
+        of each character's most common reading).
     Returns `num` poems, each like 白日依山尽，黄河入海流。欲穷千里目，更上一层楼。 (no newline).
 
     Whatever the model, the form is exact: characters are Han characters of the vocabulary and
@@ -342,7 +350,7 @@ def compose(model, vocab, form: str, rng: np.random.Generator, *, num: int = 1,
         raise UsageError("--start must be a string of Han characters")
     forced = _forced_slots(spec, vocab, acrostic, start, forbid_corpus_lines)
     if rhyme and rhymes is None:
-        rhymes = load_rhymes()
+        rhymes = load_main_rhymes()
     masks = _Masks(list(vocab.chars), rhymes if rhyme else None)
     if not masks.han.any():
         raise CharRNNError("the model's vocabulary has no Han characters; composing poems needs "

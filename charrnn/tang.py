@@ -31,7 +31,8 @@ table; both are needed only here, installed with `pip install 'charrnn[tang]'`.
 
 The rhyme table groups every character of the corpus by the 十三辙, the thirteen rhyme classes
 of modern Chinese (folk song, opera), over all its readings (pypinyin, heteronyms, finals in the
-strict scheme where ü is written v, tones ignored). The finals -> 辙 mapping:
+strict scheme where ü is written v, tones ignored), the class of its most common reading first.
+The finals -> 辙 mapping:
 
     中东辙  eng ing ong iong ueng         江阳辙  ang iang uang
     一七辙  i v er                        灰堆辙  ei uei
@@ -185,22 +186,25 @@ def find_license(raw_dir: str | Path) -> Path:
 def build_rhymes(chars: Iterable[str], finals_of: Callable[[str], list[str]]) -> dict:
     """The rhyme table of some characters: {"scheme", "groups", "chars": {char: [group, ...]}}.
 
-    finals_of: char -> finals of all its readings. Characters whose readings have no final get
+    finals_of: char -> finals of all its readings, the most common first (pypinyin's order).
+    Each character's list starts with the group of its first reading, which `--rhyme` uses,
+    followed by its other groups in index order. Characters whose readings have no final get
     no entry; chars are sorted by code point so the table is reproducible. CharRNNError on a
     final missing from RHYME_CLASSES (a reading the mapping does not know).
     """
     table: dict[str, list[int]] = {}
     for ch in sorted(set(chars)):
-        groups = set()
+        groups: list[int] = []
         for final in finals_of(ch):
             if final == "":
                 continue
             if final not in _GROUP_OF_FINAL:
                 raise CharRNNError(f"{ch!r}: final {final!r} has no rhyme class in "
                                    "charrnn.tang.RHYME_CLASSES; extend the mapping")
-            groups.add(_GROUP_OF_FINAL[final])
+            if _GROUP_OF_FINAL[final] not in groups:
+                groups.append(_GROUP_OF_FINAL[final])
         if groups:
-            table[ch] = sorted(groups)
+            table[ch] = groups[:1] + sorted(groups[1:])
     return {"scheme": RHYME_SCHEME, "groups": list(RHYME_CLASSES), "chars": table}
 
 

@@ -366,8 +366,10 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
     if resume:
         _truncate_metrics(metrics_path, run.progress.step)
     else:
-        metrics_path.unlink(missing_ok=True)
-        (run_dir / "samples.txt").unlink(missing_ok=True)
+        # A replaced run's files go now, not at the first evaluation: a crash before it must not
+        # leave the old run's checkpoints looking like this one's.
+        for name in ("metrics.jsonl", "samples.txt", "last.npz", "best.npz"):
+            (run_dir / name).unlink(missing_ok=True)
     dump_config(cfg, str(run_dir / "config.yaml"))
 
     if note:

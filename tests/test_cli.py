@@ -189,6 +189,23 @@ def test_a_second_fresh_run_does_not_overwrite_the_first(trained, tmp_path, corp
     assert result.exit_code == 2 and "--resume" in result.output
 
 
+def test_overwrite_removes_the_old_runs_files_before_training(tmp_path, corpus, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("last.npz", "best.npz", "metrics.jsonl", "samples.txt"):
+        (out / name).write_text("old run", encoding="utf-8")
+    seen = {}
+
+    def crash(run, stream, val_ids, run_dir, *rest):  # stands in for a run that dies at once
+        seen["files"] = sorted(p.name for p in run_dir.iterdir())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("charrnn.train._loop", crash)
+    config = write_config(tmp_path, corpus)
+    CliRunner().invoke(cli, ["train", "--config", str(config), "--out", str(out), "--overwrite"])
+    assert seen["files"] == ["config.yaml"]
+
+
 def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, corpus):
     config = write_config(tmp_path, corpus, train={"max_steps": 100_000, "eval_every": 100_000})
     out = tmp_path / "run"
