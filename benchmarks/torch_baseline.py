@@ -1,13 +1,21 @@
-"""PyTorch's CPU LSTM trained on tinyshakespeare for a fixed wall-clock budget: the yardstick.
+"""PyTorch's CPU LSTM (or GRU) trained with a charrnn config's recipe for the same wall-clock budget.
 
-The same recipe as a charrnn config (2 layers, one-hot input, Adam, global-norm clip, state
-carried across windows, reset at each epoch), the same train/val split (the last 10% of the
-characters) and the same evaluation (the whole val split in batch_size contiguous rows, state
-carried, every character scored once). It writes RUN_DIR/metrics.jsonl in charrnn's format, so
-`charrnn plot runs/shakespeare runs/torch-lstm` overlays the two.
+The yardstick for the quality configs. From the config it takes the cell (or --cell), layers,
+hidden size, dropout (between layers and before the head), batch size, window length, Adam
+learning rate, warm-up and schedule (charrnn's own learning_rate function), global-norm clip,
+seed and budget (train.max_time). Like charrnn it uses one-hot input, carries the state across windows and
+resets it at each epoch, splits off the same validation tail and scores every validation
+character once with the state carried. Time spent on evaluation is not counted, as in charrnn.
+
+PyTorch is faster or slower per step than charrnn, so a cosine horizon of the config's
+max_steps would end its schedule at the wrong moment. `--max-steps auto` (the default) times
+the first 30 steps (still in warm-up, where the horizon does not matter yet) and lays the
+schedule over the steps the budget allows at that speed; `--max-steps config` keeps the
+config's horizon. Writes RUN_DIR/metrics.jsonl in charrnn's format, so
+`charrnn plot runs/shakespeare-10min runs/torch-10min` overlays the runs.
 
     pip install 'charrnn[bench]'        # torch==2.13.0, CPU build
-    python benchmarks/torch_baseline.py --minutes 10 --out runs/torch-lstm-10min [--dropout 0.2]
+    python benchmarks/torch_baseline.py --config configs/shakespeare-10min.yaml --out runs/torch-10min
 """
 
 from __future__ import annotations
@@ -21,93 +29,129 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn.config import load_config
 from charrnn.corpus import BatchStream, Vocab, eval_batches, read_text, split
+from charrnn.errors import CharRNNError
+from charrnn.optim import learning_rate
+
+_PILOT_STEPS = 30  # steps timed to set the automatic cosine horizon (after 5 warm-up steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training wall-clock budget")
-    parser.add_argument("--out", default="runs/torch-lstm", help="run directory for metrics.jsonl")
-    parser.add_argument("--corpus", default="corpora/tinyshakespeare.txt")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--clip", type=float, default=5.0)
-    parser.add_argument("--eval-every", type=int, default=500, help="steps between validations")
+    parser.add_argument("--config", required=True, help="charrnn YAML config whose recipe to follow")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, as for charrnn train (repeatable)")
+    parser.add_argument("--out", required=True, help="run directory for metrics.jsonl")
+    parser.add_argument("--max-steps", default="auto",
+                        help="cosine horizon and step limit: auto | config | a number (default auto)")
+    parser.add_argument("--cell", choices=("lstm", "gru"), default=None,
+                        help="PyTorch's cell (default: the config's); the rest of the recipe is kept")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
+    try:
+        cfg = load_config(args.config, tuple(args.overrides))
+    except CharRNNError as exc:
+        parser.error(str(exc))
+    m, t = cfg.model, cfg.train
+    cell = args.cell or m.cell
+    if cfg.data.val_path is not None or m.embedding_size or t.optimizer != "adam" or cell == "rnn":
+        parser.error("this baseline follows one-hot, Adam, LSTM/GRU configs with a val_fraction split")
+    if t.max_time is None:
+        parser.error("the config needs train.max_time: it is the budget")
 
     import torch
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(t.seed)
     torch.set_num_threads(args.threads)
-    text = read_text(args.corpus)
+    text = read_text(cfg.data.path)
     vocab = Vocab.build(text)
-    train_ids, val_ids = split(vocab.encode(text), 0.1)
-    stream = BatchStream(train_ids, args.batch_size, args.seq_len)
-    V, H, L, B = len(vocab), args.hidden, args.layers, args.batch_size
+    train_ids, val_ids = split(vocab.encode(text), cfg.data.val_fraction)
+    stream = BatchStream(train_ids, t.batch_size, t.seq_len)
+    V, H, L, B = len(vocab), m.hidden_size, m.num_layers, t.batch_size
+    recurrent = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
 
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.lstm = torch.nn.LSTM(V, H, L, dropout=args.dropout if L > 1 else 0.0)
-            self.drop = torch.nn.Dropout(args.dropout)
+            self.rnn = recurrent(V, H, L, dropout=m.dropout if L > 1 else 0.0)
+            self.drop = torch.nn.Dropout(m.dropout)
             self.head = torch.nn.Linear(H, V)
 
         def forward(self, ids, state):  # ids (T, B) -> logits (T*B, V)
             x = torch.nn.functional.one_hot(ids, V).float()
-            out, state = self.lstm(x, state)
+            out, state = self.rnn(x, state)
             return self.head(self.drop(out)).reshape(-1, V), state
 
+    def zeros(b: int):
+        h = torch.zeros(L, b, H)
+        return (h, torch.zeros(L, b, H)) if cell == "lstm" else h
+
+    def detach(state):
+        return tuple(s.detach() for s in state) if cell == "lstm" else state.detach()
+
     net = Net()
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    zeros = lambda b: (torch.zeros(L, b, H), torch.zeros(L, b, H))  # noqa: E731
+    optimizer = torch.optim.Adam(net.parameters(), lr=t.learning_rate)
 
     def evaluate() -> float:
         net.eval()
         total, count, state = 0.0, 0, zeros(B)
         with torch.no_grad():
-            for x, y, mask in eval_batches(val_ids, B, args.seq_len):
+            for x, y, mask in eval_batches(val_ids, B, t.seq_len):
                 logits, state = net(torch.from_numpy(x.T.copy()), state)
                 nll = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y.T.reshape(-1).copy()),
                                                         reduction="none")
-                m = torch.from_numpy(mask.T.reshape(-1).copy())
-                total += float(nll[m].sum())
-                count += int(m.sum())
+                keep = torch.from_numpy(mask.T.reshape(-1).copy())
+                total += float(nll[keep].sum())
+                count += int(keep.sum())
         net.train()
         return total / count
 
+    horizon = {"auto": None, "config": t.max_steps}.get(args.max_steps)
+    if horizon is None and args.max_steps != "auto":
+        horizon = int(args.max_steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "metrics.jsonl", "w", encoding="utf-8")
-    budget, elapsed, step, cursor, epoch, best = args.minutes * 60, 0.0, 0, 0, 0, math.inf
-    state, losses = zeros(B), []
-    while elapsed < budget:
+    budget, elapsed, step, cursor, epoch, best = t.max_time, 0.0, 0, 0, 0, math.inf
+    state, losses, step_times = zeros(B), [], []
+    while elapsed < budget and (horizon is None or step < horizon):
         began = time.perf_counter()
         if cursor == 0:
             state = zeros(B)
         x, y = stream.window(cursor)
-        state = tuple(s.detach() for s in state)
+        state = detach(state)
+        # Until the horizon is known the schedule is still warming up, which ignores total_steps.
+        lr = learning_rate(step, t.learning_rate, t.schedule, t.warmup_steps,
+                           horizon or t.warmup_steps + 1, t.decay_rate, t.decay_every, t.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         logits, state = net(torch.from_numpy(x.T.copy()), state)
         loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y.T.reshape(-1).copy()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), args.clip)
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), t.grad_clip)
         optimizer.step()
-        elapsed += time.perf_counter() - began
+        spent = time.perf_counter() - began
+        elapsed += spent
         step, cursor = step + 1, cursor + 1
+        step_times.append(spent)
+        if horizon is None and step == 5 + _PILOT_STEPS:
+            if step >= t.warmup_steps:
+                parser.error(f"--max-steps auto needs train.warmup_steps > {step}")
+            horizon = step + int((budget - elapsed) / float(np.median(step_times[5:])))
+            print(f"cosine horizon: {horizon} steps", flush=True)
         if cursor == stream.windows_per_epoch:
             cursor, epoch = 0, epoch + 1
         losses.append(loss.item())
-        if step % 50 == 0:
+        if step % t.log_every == 0:
             log.write(json.dumps({"event": "train", "step": step, "epoch": epoch,
-                                  "loss": float(np.mean(losses)), "elapsed": round(elapsed, 3)}) + "\n")
+                                  "loss": float(np.mean(losses)), "bpc": float(np.mean(losses)) / math.log(2),
+                                  "lr": lr, "elapsed": round(elapsed, 3)}) + "\n")
             losses = []
-        if step % args.eval_every == 0 or elapsed >= budget:
+        done = elapsed >= budget or (horizon is not None and step >= horizon)
+        if step % t.eval_every == 0 or done:
             val = evaluate()
             best = min(best, val)
             log.write(json.dumps({"event": "eval", "step": step, "epoch": epoch, "val_loss": val,
@@ -115,10 +159,10 @@ def main() -> None:
             log.flush()
             print(f"step {step} epoch {epoch} {elapsed / 60:.1f} min: val loss {val:.4f}", flush=True)
     log.close()
-    print(json.dumps({"torch": torch.__version__, "threads": args.threads, "steps": step,
-                      "train_minutes": round(elapsed / 60, 2), "best_val_loss": round(best, 4),
-                      "dropout": args.dropout, "hidden": H, "layers": L, "batch_size": B,
-                      "seq_len": args.seq_len}))
+    print(json.dumps({"torch": torch.__version__, "threads": args.threads, "config": args.config,
+                      "cell": cell, "dropout": m.dropout, "steps": step, "horizon": horizon,
+                      "train_minutes": round(elapsed / 60, 2), "final_val_loss": round(val, 4),
+                      "best_val_loss": round(best, 4)}))
 
 
 if __name__ == "__main__":
