@@ -286,6 +286,7 @@ def prepare_tang(raw_dir: str | Path, out_dir: str | Path, val_fraction: float =
     """
     if not 0 <= val_fraction < 1:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    raw_files(raw_dir)  # a missing or empty raw directory is named as such, before the license
     license_file = find_license(raw_dir)
     convert = opencc_t2s() if convert is None else convert
     if rhymes_path is not None and finals_of is None:

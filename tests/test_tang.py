@@ -205,6 +205,8 @@ def test_bad_inputs_name_the_culprit(tmp_path, raw):
     (tmp_path / "LICENSE").unlink()
     with pytest.raises(CharRNNError, match="LICENSE"):
         prepare(raw, tmp_path / "out")
+    with pytest.raises(CharRNNError, match="not a directory"):  # not "no LICENSE"
+        prepare(tmp_path / "missing", tmp_path / "out")
 
 
 def test_shipped_corpus_matches_its_readme():
