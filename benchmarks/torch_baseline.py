@@ -37,13 +37,22 @@ from charrnn.optim import learning_rate
 _PILOT_STEPS = 30  # steps timed to set the automatic cosine horizon (after 5 warm-up steps)
 
 
+def _max_steps(text: str) -> str | int:
+    """--max-steps: "auto", "config" or a positive number of steps."""
+    if text in ("auto", "config"):
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected auto, config or a positive integer, got {text!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="charrnn YAML config whose recipe to follow")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, as for charrnn train (repeatable)")
     parser.add_argument("--out", required=True, help="run directory for metrics.jsonl")
-    parser.add_argument("--max-steps", default="auto",
+    parser.add_argument("--max-steps", type=_max_steps, default="auto",
                         help="cosine horizon and step limit: auto | config | a number (default auto)")
     parser.add_argument("--cell", choices=("lstm", "gru"), default=None,
                         help="PyTorch's cell (default: the config's); the rest of the recipe is kept")
@@ -59,6 +68,11 @@ def main() -> None:
         parser.error("this baseline follows one-hot, Adam, LSTM/GRU configs with a val_fraction split")
     if t.max_time is None:
         parser.error("the config needs train.max_time: it is the budget")
+    if args.max_steps == "auto" and t.warmup_steps <= 5 + _PILOT_STEPS:
+        parser.error(f"--max-steps auto times steps 6-{5 + _PILOT_STEPS}, which must still be in "
+                     f"warm-up: it needs train.warmup_steps > {5 + _PILOT_STEPS} (or --max-steps N)")
+    if args.max_steps == "config" and t.max_steps is None:
+        parser.error("--max-steps config: the config has no train.max_steps")
 
     import torch
 
@@ -107,9 +121,13 @@ def main() -> None:
         net.train()
         return total / count
 
-    horizon = {"auto": None, "config": t.max_steps}.get(args.max_steps)
-    if horizon is None and args.max_steps != "auto":
-        horizon = int(args.max_steps)
+    horizon = {"auto": None, "config": t.max_steps}.get(args.max_steps, args.max_steps)
+    if horizon is not None:
+        try:  # a horizon the schedule cannot use is refused before anything is written
+            learning_rate(0, t.learning_rate, t.schedule, t.warmup_steps, horizon, t.decay_rate,
+                          t.decay_every, t.min_lr)
+        except CharRNNError as exc:
+            parser.error(f"--max-steps {args.max_steps}: {exc}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / "metrics.jsonl", "w", encoding="utf-8")
@@ -138,9 +156,9 @@ def main() -> None:
         step, cursor = step + 1, cursor + 1
         step_times.append(spent)
         if horizon is None and step == 5 + _PILOT_STEPS:
-            if step >= t.warmup_steps:
-                parser.error(f"--max-steps auto needs train.warmup_steps > {step}")
-            horizon = step + int((budget - elapsed) / float(np.median(step_times[5:])))
+            # At least past warm-up; a budget too short for that simply ends the run first.
+            horizon = max(step + int((budget - elapsed) / float(np.median(step_times[5:]))),
+                          t.warmup_steps + 1)
             print(f"cosine horizon: {horizon} steps", flush=True)
         if cursor == stream.windows_per_epoch:
             cursor, epoch = 0, epoch + 1

@@ -378,7 +378,8 @@ class GRU:
         ax = np.take(p["Wx"], x, axis=0) if _is_ids(x) else x @ p["Wx"]
         ax += bias_x
         ax *= k
-        rec = h @ (p["Wh"] * k)
+        rec = h @ p["Wh"]
+        rec *= k  # exact (k is -1 or -2), and cheaper per sampled character than scaling Wh
         hn_k, h_new, tmp = np.empty((3, B, H), dtype=dt)
         with np.errstate(over="ignore"):
             _gru_update(ax, rec, bhn_k, h, hn_k, h_new, tmp)

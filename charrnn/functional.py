@@ -8,19 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function, written through tanh so it never overflows: s(x) = 0.5 + 0.5 tanh(x/2)."""
-    return 0.5 + 0.5 * np.tanh(0.5 * x)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, max-subtracted so large logits cannot overflow."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=-1, keepdims=True)
-    return shifted
-
-
 def one_hot(ids: np.ndarray, depth: int, dtype=np.float32) -> np.ndarray:
     """ids (...) int -> (..., depth) with a single 1 per row. The reference form of the input."""
     out = np.zeros(ids.shape + (depth,), dtype=dtype)
