@@ -2,10 +2,14 @@
 
 The yardstick for the quality configs. From the config it takes the cell (or --cell), layers,
 hidden size, dropout (between layers and before the head), batch size, window length, Adam
-learning rate, warm-up and schedule (charrnn's own learning_rate function), global-norm clip,
+(learning rate, betas, eps, weight decay), warm-up and schedule (charrnn's own learning_rate function), global-norm clip,
 seed and budget (train.max_time). Like charrnn it uses one-hot input, carries the state across windows and
 resets it at each epoch, splits off the same validation tail and scores every validation
 character once with the state carried. Time spent on evaluation is not counted, as in charrnn.
+
+Initialisation is part of the recipe: `--init charrnn` (the default) starts PyTorch from the very
+weights charrnn draws for the config and seed (one-hot rows from U(-1, 1), forget bias 1, the
+head's bias at the log unigram frequencies); `--init torch` keeps PyTorch's own U(+-1/sqrt(H)).
 
 PyTorch is faster or slower per step than charrnn, so a cosine horizon of the config's
 max_steps would end its schedule at the wrong moment. `--max-steps auto` (the default) times
@@ -21,6 +25,7 @@ config's horizon. Writes RUN_DIR/metrics.jsonl in charrnn's format, so
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -33,6 +38,7 @@ from charrnn.config import load_config
 from charrnn.corpus import BatchStream, Vocab, eval_batches, read_text, split
 from charrnn.errors import CharRNNError
 from charrnn.optim import learning_rate
+from charrnn.train import build_model, log_unigram
 
 _PILOT_STEPS = 30  # steps timed to set the automatic cosine horizon (after 5 warm-up steps)
 
@@ -46,6 +52,34 @@ def _max_steps(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"expected auto, config or a positive integer, got {text!r}")
 
 
+def _load_charrnn_init(net, cfg, train_ids: np.ndarray, V: int, cell: str) -> None:
+    """Overwrite net's weights with those charrnn's trainer draws for cfg (same seed, same values).
+
+    charrnn keeps weights as (inputs, outputs) and PyTorch as (outputs, inputs); both pack the gates
+    in the same order (LSTM i, f, g, o; GRU r, z, n). The LSTM's single bias goes to bias_ih.
+    """
+    import torch
+
+    model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, cell=cell)), V)
+    init_rng, _ = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.train.seed).spawn(2))
+    params = model.init_params(init_rng)
+    params["head.b"][...] = log_unigram(train_ids, V)
+    with torch.no_grad():
+        for layer in range(model.num_layers):
+            p = {k.split(".", 2)[2]: v for k, v in params.items() if k.startswith(f"layers.{layer}.")}
+            getattr(net.rnn, f"weight_ih_l{layer}").copy_(torch.from_numpy(p["Wx"].T.copy()))
+            getattr(net.rnn, f"weight_hh_l{layer}").copy_(torch.from_numpy(p["Wh"].T.copy()))
+            bias_ih, bias_hh = getattr(net.rnn, f"bias_ih_l{layer}"), getattr(net.rnn, f"bias_hh_l{layer}")
+            if cell == "lstm":
+                bias_ih.copy_(torch.from_numpy(p["b"]))
+                bias_hh.zero_()
+            else:
+                bias_ih.copy_(torch.from_numpy(p["bx"]))
+                bias_hh.copy_(torch.from_numpy(p["bh"]))
+        net.head.weight.copy_(torch.from_numpy(params["head.W"].T.copy()))
+        net.head.bias.copy_(torch.from_numpy(params["head.b"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="charrnn YAML config whose recipe to follow")
@@ -56,6 +90,9 @@ def main() -> None:
                         help="cosine horizon and step limit: auto | config | a number (default auto)")
     parser.add_argument("--cell", choices=("lstm", "gru"), default=None,
                         help="PyTorch's cell (default: the config's); the rest of the recipe is kept")
+    parser.add_argument("--init", choices=("charrnn", "torch"), default="charrnn",
+                        help="start from charrnn's initial weights for the config and seed (default) "
+                             "or from PyTorch's default initialisation")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     try:
@@ -105,7 +142,11 @@ def main() -> None:
         return tuple(s.detach() for s in state) if cell == "lstm" else state.detach()
 
     net = Net()
-    optimizer = torch.optim.Adam(net.parameters(), lr=t.learning_rate)
+    if args.init == "charrnn":
+        _load_charrnn_init(net, cfg, train_ids, V, cell)
+    # AdamW with weight_decay 0 is Adam; charrnn's Adam decays weights the decoupled way too.
+    optimizer = torch.optim.AdamW(net.parameters(), lr=t.learning_rate, betas=(t.beta1, t.beta2),
+                                  eps=t.eps, weight_decay=t.weight_decay)
 
     def evaluate() -> float:
         net.eval()
@@ -178,7 +219,7 @@ def main() -> None:
             print(f"step {step} epoch {epoch} {elapsed / 60:.1f} min: val loss {val:.4f}", flush=True)
     log.close()
     print(json.dumps({"torch": torch.__version__, "threads": args.threads, "config": args.config,
-                      "cell": cell, "dropout": m.dropout, "steps": step, "horizon": horizon,
+                      "cell": cell, "init": args.init, "dropout": m.dropout, "steps": step, "horizon": horizon,
                       "train_minutes": round(elapsed / 60, 2), "final_val_loss": round(val, 4),
                       "best_val_loss": round(best, 4)}))
 
