@@ -2,14 +2,17 @@
 
 The yardstick for the quality configs. From the config it takes the cell (or --cell), layers,
 hidden size, dropout (between layers and before the head), batch size, window length, Adam
-(learning rate, betas, eps, weight decay), warm-up and schedule (charrnn's own learning_rate function), global-norm clip,
-seed and budget (train.max_time). Like charrnn it uses one-hot input, carries the state across windows and
-resets it at each epoch, splits off the same validation tail and scores every validation
-character once with the state carried. Time spent on evaluation is not counted, as in charrnn.
+(learning rate, betas, eps, weight decay), warm-up and schedule (charrnn's own learning_rate
+function), global-norm clip, seed and budget (train.max_time). Like charrnn it uses one-hot
+input, carries the state across windows and resets it at each epoch, splits off the same
+validation tail and scores every validation character once with the state carried. Time spent
+on evaluation is not counted, as in charrnn.
 
 Initialisation is part of the recipe: `--init charrnn` (the default) starts PyTorch from the very
 weights charrnn draws for the config and seed (one-hot rows from U(-1, 1), forget bias 1, the
 head's bias at the log unigram frequencies); `--init torch` keeps PyTorch's own U(+-1/sqrt(H)).
+nn.LSTM keeps its two bias vectors, both trained: charrnn's single bias starts in bias_ih and
+bias_hh starts at zero.
 
 PyTorch is faster or slower per step than charrnn, so a cosine horizon of the config's
 max_steps would end its schedule at the wrong moment. `--max-steps auto` (the default) times
@@ -101,8 +104,10 @@ def main() -> None:
         parser.error(str(exc))
     m, t = cfg.model, cfg.train
     cell = args.cell or m.cell
-    if cfg.data.val_path is not None or m.embedding_size or t.optimizer != "adam" or cell == "rnn":
-        parser.error("this baseline follows one-hot, Adam, LSTM/GRU configs with a val_fraction split")
+    if (cfg.data.val_path is not None or m.embedding_size or m.peephole or t.optimizer != "adam"
+            or t.clip_mode != "norm" or cell == "rnn"):
+        parser.error("this baseline follows one-hot, Adam, norm-clipped LSTM/GRU configs without "
+                     "peepholes and with a val_fraction split")
     if t.max_time is None:
         parser.error("the config needs train.max_time: it is the budget")
     if args.max_steps == "auto" and t.warmup_steps <= 5 + _PILOT_STEPS:
