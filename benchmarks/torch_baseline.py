@@ -41,7 +41,7 @@ from charrnn.config import load_config
 from charrnn.corpus import BatchStream, Vocab, eval_batches, read_text, split
 from charrnn.errors import CharRNNError
 from charrnn.optim import learning_rate
-from charrnn.train import build_model, log_unigram
+from charrnn.train import initial_model
 
 _PILOT_STEPS = 30  # steps timed to set the automatic cosine horizon (after 5 warm-up steps)
 
@@ -63,10 +63,9 @@ def _load_charrnn_init(net, cfg, train_ids: np.ndarray, V: int, cell: str) -> No
     """
     import torch
 
-    model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, cell=cell)), V)
-    init_rng, _ = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.train.seed).spawn(2))
-    params = model.init_params(init_rng)
-    params["head.b"][...] = log_unigram(train_ids, V)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, cell=cell))
+    model, _ = initial_model(cfg, train_ids, V)
+    params = model.params
     with torch.no_grad():
         for layer in range(model.num_layers):
             p = {k.split(".", 2)[2]: v for k, v in params.items() if k.startswith(f"layers.{layer}.")}

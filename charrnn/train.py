@@ -131,6 +131,21 @@ def build_model(cfg: Config, vocab_size: int) -> CharRNN:
                    nonlinearity=m.nonlinearity, dtype=np.dtype(cfg.train.dtype))
 
 
+def initial_model(cfg: Config, train_ids: np.ndarray, vocab_size: int):
+    """The model a run of cfg starts from, and the generator of its dropout masks.
+
+    Both come from train.seed (two independent streams), so the same config draws the same
+    initial weights and the same masks. The head's bias starts at the training text's log
+    unigram frequencies. Returns (model, dropout_rng).
+    """
+    model = build_model(cfg, vocab_size)
+    init_rng, dropout_rng = (np.random.default_rng(s)
+                             for s in np.random.SeedSequence(cfg.train.seed).spawn(2))
+    model.init_params(init_rng)
+    model.params["head.b"][...] = log_unigram(train_ids, vocab_size)
+    return model, dropout_rng
+
+
 def _optimizer_args(t) -> dict:
     return {
         "sgd": dict(momentum=t.momentum, weight_decay=t.weight_decay),
@@ -333,10 +348,7 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
     _check_trainable(cfg, train_ids)
     t = cfg.train
     stream = BatchStream(train_ids, t.batch_size, t.seq_len)
-    model = build_model(cfg, len(vocab))
-    init_rng, dropout_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(t.seed).spawn(2))
-    model.init_params(init_rng)
-    model.params["head.b"][...] = log_unigram(train_ids, len(vocab))
+    model, dropout_rng = initial_model(cfg, train_ids, len(vocab))
     if ckpt:
         arrays, meta, source = ckpt
         flag = "--resume" if resume else "--init-from"
