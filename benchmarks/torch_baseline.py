@@ -82,8 +82,15 @@ def _load_charrnn_init(net, cfg, train_ids: np.ndarray, V: int, cell: str) -> No
         net.head.bias.copy_(torch.from_numpy(params["head.b"]))
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad input is reported in one line, as charrnn's own commands do, without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="charrnn YAML config whose recipe to follow")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, as for charrnn train (repeatable)")
@@ -114,8 +121,10 @@ def main() -> None:
                      f"warm-up: it needs train.warmup_steps > {5 + _PILOT_STEPS} (or --max-steps N)")
     if args.max_steps == "config" and t.max_steps is None:
         parser.error("--max-steps config: the config has no train.max_steps")
-
-    import torch
+    try:
+        import torch
+    except ImportError:
+        parser.error("PyTorch is not installed: pip install 'charrnn[bench]'")
 
     torch.manual_seed(t.seed)
     torch.set_num_threads(args.threads)
