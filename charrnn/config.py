@@ -165,6 +165,7 @@ class TrainConfig(_Section):
     sample_length: int = _spec(200, ge=0)  # characters sampled at each evaluation (0 = none)
     seed: int = _spec(1234, ge=0)  # seeds initialisation, dropout and samples
     dtype: str = _spec("float32", choices=("float32", "float64"))  # parameter/activation precision
+    processes: int = _spec(1, ge=1, le=64)  # processes sharing each window's rows (1 = no workers)
     divergence_factor: float = _spec(4.0, gt=1.0)  # loss > this x its running average (or x ln V) = divergence
     rollback_lr_factor: float = _spec(0.5, gt=0.0, lt=1.0)  # learning rate multiplier per rollback
     max_rollbacks: int = _spec(5, ge=0)  # rollbacks allowed before training gives up
@@ -178,6 +179,10 @@ class TrainConfig(_Section):
             raise ConfigError(self._key("schedule"),
                               "train.schedule cosine decays over a known number of steps; "
                               "set train.max_steps or train.max_epochs")
+        if self.processes > self.batch_size:
+            raise ConfigError(self._key("processes"),
+                              f"train.processes ({self.processes}) must not exceed "
+                              f"train.batch_size ({self.batch_size}): each process takes rows of the batch")
         if self.min_lr > self.learning_rate:
             raise ConfigError(self._key("min_lr"),
                               f"train.min_lr ({self.min_lr:g}) must not exceed "

@@ -108,26 +108,40 @@ class CharRNN:
 
     # -- training ---------------------------------------------------------------------------
 
-    def _dropout_mask(self, rng, shape) -> np.ndarray | None:
+    def dropout_keep(self, rng: np.random.Generator | None, batch_size: int, seq_len: int):
+        """Which units dropout keeps in one window: None (no dropout, or rng None), or a bool
+        array (L, T, B, H) whose [l] masks the output of layer l on its way to layer l + 1 (the
+        head for the top layer).
+
+        Drawn from rng in one call, so a window's masks do not depend on how its rows are
+        later split between processes.
+        """
         if not self.dropout or rng is None:
             return None
-        keep = 1.0 - self.dropout
-        return (rng.random(shape, dtype=np.float32) < keep).astype(self.dtype) / self.dtype.type(keep)
+        shape = (self.num_layers, seq_len, batch_size, self.hidden_size)
+        return rng.random(shape, dtype=np.float32) < 1.0 - self.dropout
 
-    def _forward(self, x: np.ndarray, state: list, rng):
-        """x (B, T) ids -> top hidden states (T, B, H) after head dropout, new state, caches."""
+    def _forward(self, x: np.ndarray, state: list, keep):
+        """x (B, T) ids -> top hidden states (T, B, H) after head dropout, new state, caches.
+
+        keep: see dropout_keep. Kept units are scaled by 1 / (1 - dropout) (inverted dropout).
+        """
         ids = np.ascontiguousarray(x.T)  # (T, B)
         inp = self.params["embed.W"][ids] if self.embedding_size else ids
+        masks = [None] * self.num_layers
+        if keep is not None:
+            keep_prob = self.dtype.type(1.0 - self.dropout)
+            masks = [k.astype(self.dtype) / keep_prob for k in keep]
         caches, new_state = [], []
         for layer, cell in enumerate(self.cells):
-            mask = self._dropout_mask(rng, inp.shape) if layer > 0 else None
+            mask = masks[layer - 1] if layer > 0 else None
             if mask is not None:
                 inp = inp * mask
             hs, st, cache = cell.forward(self._layer_params(layer), inp, state[layer])
             caches.append((cache, mask))
             new_state.append(st)
             inp = hs
-        head_mask = self._dropout_mask(rng, inp.shape)
+        head_mask = masks[-1]
         if head_mask is not None:
             inp = inp * head_mask
         return ids, inp, new_state, caches, head_mask
@@ -141,18 +155,21 @@ class CharRNN:
         return top.reshape(T * B, H) @ self.params["head.W"]
 
     def forward_backward(self, x: np.ndarray, y: np.ndarray, state: list,
-                         rng: np.random.Generator | None = None):
+                         rng: np.random.Generator | None = None, keep: np.ndarray | None = None):
         """One truncated-BPTT window.
 
         x, y: (B, T) int, y[b, t] is the character after x[b, t].
         state: list per layer of tuples of (B, H) arrays (not modified).
         rng: draws the dropout masks; None disables dropout (evaluation, gradient checks).
+        keep: dropout masks already drawn (see dropout_keep), used instead of drawing from rng.
         Returns (loss: float, mean nats over B*T; grads: dict like params;
                  dstate0: gradient of the loss w.r.t. `state`, same structure;
                  new_state: the state after the window, to carry into the next one).
         """
         B, T = x.shape
-        ids, top, new_state, caches, head_mask = self._forward(x, state, rng)
+        if keep is None:
+            keep = self.dropout_keep(rng, B, T)
+        ids, top, new_state, caches, head_mask = self._forward(x, state, keep)
         targets = np.ascontiguousarray(y.T).reshape(-1)
         dlogits = self._head_logits(top)
         # dlogits becomes the gradient of the mean loss w.r.t. the logits, in place.
@@ -185,9 +202,9 @@ class CharRNN:
         return loss, grads, dstate0, new_state
 
     def loss_and_grads(self, x: np.ndarray, y: np.ndarray, state: list,
-                       rng: np.random.Generator | None = None):
+                       rng: np.random.Generator | None = None, keep: np.ndarray | None = None):
         """(loss, grads, new_state) for one window; see forward_backward."""
-        loss, grads, _, new_state = self.forward_backward(x, y, state, rng)
+        loss, grads, _, new_state = self.forward_backward(x, y, state, rng, keep)
         return loss, grads, new_state
 
     # -- evaluation and generation ----------------------------------------------------------

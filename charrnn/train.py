@@ -13,6 +13,7 @@ the last saved state, in memory, and continues with a lower learning rate.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,6 +35,7 @@ from .errors import CharRNNError, UsageError
 from .evaluate import bits_per_char, evaluate
 from .model import CharRNN
 from .optim import clip_grad_norm, clip_grad_value, make_optimizer, learning_rate
+from .parallel import SplitBatch
 from .sample import generate
 
 # A loss spike is judged against this exponential moving average of the training loss, once
@@ -463,13 +465,15 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
 
     window_losses, window_norms, window_time = [], [], 0.0
     evaluated_at = p.step if p.step else None
-    with _StopSignals() as signals:
+    split = SplitBatch(model, t.processes, notify=out) if t.processes > 1 else contextlib.nullcontext()
+    with _StopSignals() as signals, split:
+        window_step = split.loss_and_grads if t.processes > 1 else model.loss_and_grads
         while not finished() and signals.received is None:
             began = time.perf_counter()
             if p.cursor == 0:
                 run.state = model.init_state(t.batch_size)  # a new epoch starts from a blank state
             x, y = stream.window(p.cursor)
-            loss, grads, new_state = model.loss_and_grads(x, y, run.state, run.rng)
+            loss, grads, new_state = window_step(x, y, run.state, run.rng)
             if t.grad_clip > 0:
                 clip = clip_grad_norm if t.clip_mode == "norm" else clip_grad_value
                 norm = clip(grads, t.grad_clip)

@@ -1,0 +1,191 @@
+"""train.processes: a window's rows split between worker processes give the unsplit step.
+
+The split is checked in float64 against CharRNN.loss_and_grads on the same rows, state and
+dropout masks; then through the command line: a split run resumes bit for bit, a lost worker
+leaves the run going in one process, and Ctrl-C at the terminal (SIGINT to the whole process
+group, workers included) still saves a checkpoint that resumes.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import cli
+from charrnn.model import CharRNN
+from charrnn.parallel import SplitBatch
+
+
+def small_model(cell="lstm", dropout=0.0, dtype=np.float64, vocab=11):
+    model = CharRNN(vocab, 6, 2, cell=cell, dropout=dropout, dtype=dtype)
+    model.init_params(np.random.default_rng(0))
+    return model
+
+
+def window(model, batch, steps, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, model.vocab_size, size=(batch, steps))
+    y = rng.integers(0, model.vocab_size, size=(batch, steps))
+    state = [tuple(rng.standard_normal(s.shape).astype(model.dtype) for s in layer)
+             for layer in model.init_state(batch)]
+    return x, y, state
+
+
+@pytest.mark.parametrize("cell, batch, processes, dropout", [
+    ("lstm", 6, 2, 0.0),
+    ("gru", 5, 2, 0.3),   # rows that do not divide evenly, and dropout masks cut with them
+    ("rnn", 7, 3, 0.2),
+])
+def test_split_rows_give_the_unsplit_loss_gradients_and_state(cell, batch, processes, dropout):
+    model = small_model(cell, dropout)
+    x, y, state = window(model, batch, 4)
+    expected = model.loss_and_grads(x, y, state, np.random.default_rng(7))
+    with SplitBatch(model, processes) as split:
+        rng = np.random.default_rng(7)
+        loss, grads, new_state = split.loss_and_grads(x, y, state, rng)
+        assert loss == pytest.approx(expected[0], rel=1e-12)
+        assert grads.keys() == expected[1].keys()
+        for key, g in grads.items():
+            np.testing.assert_allclose(g, expected[1][key], rtol=1e-10, atol=1e-13, err_msg=key)
+        for ours, theirs in zip(new_state, expected[2]):
+            for a, b in zip(ours, theirs):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_the_dropout_stream_does_not_depend_on_the_split():
+    model = small_model(dropout=0.5)
+    x, y, state = window(model, 4, 3)
+    alone, split_rng = np.random.default_rng(3), np.random.default_rng(3)
+    model.loss_and_grads(x, y, state, alone)
+    with SplitBatch(model, 2) as split:
+        split.loss_and_grads(x, y, state, split_rng)
+    assert alone.bit_generator.state == split_rng.bit_generator.state
+
+
+def test_workers_see_parameter_updates_and_close_gives_back_private_arrays():
+    model = small_model()
+    x, y, state = window(model, 4, 3)
+    with SplitBatch(model, 2) as split:
+        shared = model.params["head.W"]
+        model.params["head.W"][...] *= 2.0  # in place, as the optimizer writes
+        loss, grads, _ = split.loss_and_grads(x, y, state)
+        grads = {k: g.copy() for k, g in grads.items()}
+    assert model.params["head.W"] is not shared
+    np.testing.assert_array_equal(model.params["head.W"], shared)
+    expected_loss, expected, _ = model.loss_and_grads(x, y, state)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    np.testing.assert_allclose(grads["head.W"], expected["head.W"], rtol=1e-10)
+
+
+def test_a_lost_worker_leaves_the_step_to_this_process():
+    model = small_model()
+    x, y, state = window(model, 4, 3)
+    expected_loss, expected, _ = model.loss_and_grads(x, y, state)
+    heard = []
+    with SplitBatch(model, 2, notify=heard.append) as split:
+        process = split._workers[1][0]
+        process.kill()
+        process.join()
+        for _ in range(2):  # the failing step and the next, both in this process
+            loss, grads, _ = split.loss_and_grads(x, y, state)
+            assert loss == pytest.approx(expected_loss, rel=1e-12)
+            np.testing.assert_allclose(grads["layers.0.Wh"], expected["layers.0.Wh"], rtol=1e-12)
+    assert len(heard) == 1 and "worker process was lost" in heard[0] and "one process" in heard[0]
+
+
+def test_fewer_than_two_processes_is_refused():
+    with pytest.raises(ValueError, match="at least 2"):
+        SplitBatch(small_model(), 1)
+
+
+# -- through the command line ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, repo_root):
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text((repo_root / "corpora" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000],
+                    encoding="utf-8")
+    return path
+
+
+def write_config(directory, corpus, name="config.yaml", **train):
+    cfg = {
+        "name": "t",
+        "data": {"path": str(corpus), "val_fraction": 0.05},
+        "model": {"cell": "lstm", "hidden_size": 12, "num_layers": 2, "dropout": 0.1},
+        "train": {"batch_size": 6, "seq_len": 16, "max_steps": 10, "eval_every": 5, "log_every": 1,
+                  "sample_length": 0, "seed": 1, "dtype": "float64", "processes": 2, **train},
+    }
+    path = directory / name
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def losses(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if r["event"] == "train"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_a_split_run_matches_one_process_and_resumes_exactly(tmp_path, corpus):
+    one = tmp_path / "one"
+    assert invoke("train", "--config", write_config(tmp_path, corpus, processes=1), "--out", one,
+                  "--no-progress").exit_code == 0
+    full = tmp_path / "full"
+    assert invoke("train", "--config", write_config(tmp_path, corpus), "--out", full,
+                  "--no-progress").exit_code == 0
+    half = tmp_path / "half"
+    assert invoke("train", "--config", write_config(tmp_path, corpus, max_steps=5), "--out", half,
+                  "--no-progress").exit_code == 0
+    resumed = invoke("train", "--resume", half / "last.npz", "--set", "train.max_steps=10", "--no-progress")
+    assert resumed.exit_code == 0, resumed.output
+
+    np.testing.assert_allclose(losses(full), losses(one), rtol=1e-9)
+    assert losses(half) == losses(full)
+    a, _ = load_checkpoint(full / "last.npz")
+    b, _ = load_checkpoint(half / "last.npz")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_more_processes_than_rows_is_a_one_line_config_error(tmp_path, corpus):
+    result = CliRunner().invoke(cli, ["train", "--config", str(write_config(tmp_path, corpus, processes=8)),
+                                      "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "train.processes (8) must not exceed train.batch_size (6)" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_to_the_process_group_saves_and_resumes(tmp_path, corpus):
+    config = write_config(tmp_path, corpus, max_steps=100_000, eval_every=100_000, dtype="float32")
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--config", str(config),
+                             "--out", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a terminal's job is
+    deadline = time.time() + 60
+    metrics = out / "metrics.jsonl"
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: main process and workers alike
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "Traceback" not in err and "worker" not in err
+    stopped = load_checkpoint(out / "last.npz")[1]["progress"]["step"]
+    assert stopped >= 3
+    result = invoke("train", "--resume", out / "last.npz", "--set", f"train.max_steps={stopped + 2}",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out / "last.npz")[1]["progress"]["step"] == stopped + 2
