@@ -3,7 +3,9 @@
 For each configuration (cell, V, H, layers, B, T) it measures, in one run:
 
 - training chars/s (B*T / median step time) of one full float32 step: forward, loss, backward,
-  clip_grad_norm at 5, Adam. charrnn against PyTorch (nn.LSTM/nn.GRU fed one-hot vectors like the
+  clip_grad_norm at 5, Adam. charrnn with the window's rows split between --processes worker
+  processes (train.processes; one BLAS thread each) and in one process with 2 BLAS threads,
+  against PyTorch (nn.LSTM/nn.GRU fed one-hot vectors like the
   charrnn model, + nn.Linear + cross_entropy + clip_grad_norm_ + Adam), PyTorch with whichever
   of its oneDNN (mkldnn) and native kernels was faster in a 3-step pilot of each;
 - the GEMM-only floor: the matrix products of the charrnn step alone (input projections, the T
@@ -12,8 +14,9 @@ For each configuration (cell, V, H, layers, B, T) it measures, in one run:
 - sampling chars/s with one stream (2,000 characters: model.step + charrnn.sample.choose, against
   PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once;
 - the peak memory of charrnn training: ru_maxrss of a fresh process that built the model and ran
-  the timed steps (everything: interpreter, parameters, Adam state, the step's temporaries), and
-  the tracemalloc peak of the NumPy allocations made during one step.
+  the timed steps (everything: interpreter, parameters, Adam state, the step's temporaries),
+  plus, with --processes N, N times the largest worker's (an upper bound of the sum), and
+  the tracemalloc peak of the NumPy allocations made during one unsplit step.
 
 Every measurement runs in its own fresh subprocess ("worker"): PyTorch's OpenMP pool and NumPy's
 OpenBLAS pool both busy-wait between calls and would fight over two cores if they shared a
@@ -97,25 +100,34 @@ def _numpy_model(cell, V, H, L, B, T):
     return model, x, y, rng
 
 
-def worker_numpy_train(cfg, warmup, steps):
-    """charrnn training step: loss_and_grads + clip_grad_norm + Adam, the state carried along."""
+def worker_numpy_train(cfg, warmup, steps, processes):
+    """charrnn training step: loss_and_grads + clip_grad_norm + Adam, the state carried along,
+    the rows split between `processes` workers when it is above 1 (as train.processes does)."""
+    import resource
     import tracemalloc
 
     from charrnn.optim import Adam, clip_grad_norm
+    from charrnn.parallel import SplitBatch
 
     cell, V, H, L, B, T = cfg
     model, x, y, _ = _numpy_model(cell, V, H, L, B, T)
     optimizer = Adam(model.params)
     state = model.init_state(B)
+    split = SplitBatch(model, processes) if processes > 1 else None
+    window = split.loss_and_grads if split else model.loss_and_grads
 
     def step():
         nonlocal state
-        _, grads, state = model.loss_and_grads(x, y, state)
+        _, grads, state = window(x, y, state)
         clip_grad_norm(grads, MAX_NORM)
         optimizer.step(model.params, grads, LEARNING_RATE)
 
     times = _timed_steps(step, warmup, steps)
     rss = _max_rss_bytes()
+    if split:
+        split.close()  # joins the workers, so that RUSAGE_CHILDREN now counts them
+        rss += processes * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        window = model.loss_and_grads
     # After the timed steps, so tracing cannot slow them down.
     tracemalloc.start()
     step()
@@ -281,7 +293,7 @@ def run_worker(argv: list[str]) -> None:
     task, spec = argv[0], json.loads(argv[1])
     cfg = tuple(spec["cfg"])
     if task == "numpy_train":
-        out = worker_numpy_train(cfg, spec["warmup"], spec["steps"])
+        out = worker_numpy_train(cfg, spec["warmup"], spec["steps"], spec["processes"])
     elif task == "numpy_gemm":
         out = worker_numpy_gemm(cfg, spec["warmup"], spec["steps"])
     elif task == "numpy_sample":
@@ -352,9 +364,11 @@ def measure_once(cfg, args, have_torch: bool) -> dict:
     timing = {"cfg": cfg, "warmup": args.warmup, "steps": args.steps}
     env = _blas_env(args.np_threads)
     row = {}
-    train = spawn("numpy_train", timing, env)
+    train = spawn("numpy_train", dict(timing, processes=args.processes), env)
     row["np_train"] = B * T / _median(train["times"])
     row["max_rss"], row["step_peak"] = train["max_rss"], train["step_peak"]
+    if args.processes > 1:
+        row["np_train_1p"] = B * T / _median(spawn("numpy_train", dict(timing, processes=1), env)["times"])
     if have_torch:
         spec = dict(timing, threads=args.torch_threads, pilot=TORCH_PILOT_STEPS)
         result = spawn("torch_train", spec)
@@ -397,13 +411,14 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
         return "{} {:>4} {:>3} {} {:>2} {:>3}".format(*cfg)
 
     print("\nTraining, chars/s (median step; median over runs)")
-    print(f"{'cell V H L B T':<24}{'charrnn':>9}{'torch':>9}{'kernel':>8}{'ratio':>7}"
+    print(f"{'cell V H L B T':<24}{'charrnn':>9}{'1 proc':>8}{'torch':>9}{'kernel':>8}{'ratio':>7}"
           f"{'floor':>9}{'share':>7}{'RSS MB':>8}{'step MB':>8}")
     for r in results:
         s = r["summary"]
         torch_cols = (f"{_fmt(s.get('torch_train'), '9.0f')}{s.get('torch_train_kernel', 'n/a'):>8}"
                       f"{_fmt(s.get('train_ratio'), '7.2f')}") if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}"
-        print(f"{label(r['config']):<24}{s['np_train']:9.0f}{torch_cols}{s['gemm_floor']:9.0f}"
+        print(f"{label(r['config']):<24}{s['np_train']:9.0f}{_fmt(s.get('np_train_1p'), '8.0f')}"
+              f"{torch_cols}{s['gemm_floor']:9.0f}"
               f"{s['share_of_floor']:7.2f}{s['max_rss'] / 2**20:8.0f}{s['step_peak'] / 2**20:8.0f}")
     print("\nSampling, chars/s")
     print(f"{'cell V H L B T':<24}{'b1':>9}{'torch b1':>9}{'kernel':>8}{'ratio':>7}{'b64':>10}{'b64/b1':>8}")
@@ -446,19 +461,22 @@ def main() -> None:
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters sampled with one stream")
     ap.add_argument("--batch-sample-steps", type=int, default=200, help="steps sampled with 64 streams")
     ap.add_argument("--np-threads", type=int, default=2, help="OpenBLAS threads for NumPy")
+    ap.add_argument("--processes", type=int, default=2,
+                    help="charrnn's train.processes (1: no 2nd measurement of one process)")
     ap.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     ap.add_argument("--json", type=Path, help="write every raw figure and the medians here")
     args = ap.parse_args()
-    if args.steps < 1 or args.repeat < 1:
-        raise SystemExit("--steps and --repeat must be >= 1")
+    if args.steps < 1 or args.repeat < 1 or args.processes < 1:
+        raise SystemExit("--steps, --repeat and --processes must be >= 1")
     configs = parse_configs(args.configs)
 
     torch_version = None if args.no_torch else torch_available()
     have_torch = torch_version is not None
     info = machine_info(args.np_threads, args.torch_threads, torch_version)
     print(f"CPU: {info['cpu']} ({info['cores']} cores); numpy {info['numpy']}, BLAS {info['blas']}")
-    print(f"threads: NumPy BLAS {args.np_threads}, torch {info['torch_threads']}; torch {info['torch']}")
+    print(f"threads: NumPy BLAS {args.np_threads} (charrnn: {args.processes} processes of 1), "
+          f"torch {info['torch_threads']}; torch {info['torch']}")
     load = info["loadavg_start"]
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if load[0] > LOAD_WARNING:
