@@ -393,7 +393,8 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
     say(f"{model.cell_type} {model.num_layers}x{model.hidden_size}, vocabulary {len(vocab)}, "
         f"{model.num_params():,} parameters, ~{memory / 2**20:.0f} MiB for training; "
         f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
-        f"{stream.windows_per_epoch} windows per epoch")
+        f"{stream.windows_per_epoch} windows per epoch"
+        + (f"; rows split between {t.processes} processes" if t.processes > 1 else ""))
     if resume:
         say(f"resuming {resume} at step {run.progress.step}, epoch {run.progress.epoch}")
 
