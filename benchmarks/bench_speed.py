@@ -4,7 +4,8 @@ For each configuration (cell, V, H, layers, B, T) it measures, in one run:
 
 - training chars/s (B*T / median step time) of one full float32 step: forward, loss, backward,
   clip_grad_norm at 5, Adam. charrnn with the window's rows split between --processes worker
-  processes (train.processes; one BLAS thread each) and in one process with 2 BLAS threads,
+  processes (train.processes; one BLAS thread each) and in one process with --np-threads BLAS
+  threads,
   against PyTorch (nn.LSTM/nn.GRU fed one-hot vectors like the
   charrnn model, + nn.Linear + cross_entropy + clip_grad_norm_ + Adam), PyTorch with whichever
   of its oneDNN (mkldnn) and native kernels was faster in a 3-step pilot of each;
@@ -122,10 +123,13 @@ def worker_numpy_train(cfg, warmup, steps, processes):
         clip_grad_norm(grads, MAX_NORM)
         optimizer.step(model.params, grads, LEARNING_RATE)
 
-    times = _timed_steps(step, warmup, steps)
+    try:
+        times = _timed_steps(step, warmup, steps)
+    finally:
+        if split:
+            split.close()  # joins the workers, so that RUSAGE_CHILDREN now counts them
     rss = _max_rss_bytes()
     if split:
-        split.close()  # joins the workers, so that RUSAGE_CHILDREN now counts them
         rss += processes * resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         window = model.loss_and_grads
     # After the timed steps, so tracing cannot slow them down.
@@ -403,7 +407,9 @@ def summarise(runs: list[dict], have_torch: bool) -> dict:
 
 
 def _fmt(value, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
+    """format(value, spec), or "n/a" padded to the width spec gives."""
+    width = int(spec.split(".")[0] or 0)
+    return f"{'n/a':>{width}}" if value is None else format(value, spec)
 
 
 def print_tables(results: list[dict], have_torch: bool) -> None:

@@ -15,8 +15,8 @@ whole window in this process before the split, so a run's random stream does not
 Parameters and each worker's gradients live in shared memory, laid out as one flat block
 each; a step sends only the rows, their carried state and the dropout masks through a pipe.
 The main process owns the parameters: it writes them (optimizer, restore) only while no
-worker is computing. Workers ignore SIGINT, so Ctrl-C reaches the training loop alone, and
-end when their pipe closes. If a worker fails, the step is computed in this process instead
+worker is computing. Workers ignore SIGINT and SIGTERM, so Ctrl-C or a stop request reaches
+the training loop alone, and they end when their pipe closes. If a worker fails, the step is computed in this process instead
 and training continues there, unsplit, with a warning: a lost worker never loses a run.
 """
 
@@ -25,7 +25,9 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import shutil
 import signal
+import threading
 import warnings
 from contextlib import contextmanager
 from multiprocessing import shared_memory
@@ -35,9 +37,11 @@ import numpy as np
 
 from .model import CharRNN
 
-# Blocks whose arrays outlived close(): kept here, mapped, so that no later garbage collection
-# tries to unmap them under those arrays.
+# Blocks whose arrays outlived close() (their close() raised BufferError): kept open here, so
+# that garbage collection does not retry the close and print the error; the memory is unlinked.
 _STILL_VIEWED: list = []
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_SHM_DIR = "/dev/shm"  # where Linux keeps shared memory blocks
 _ALIGN = 64  # bytes; every array in a shared block starts on a cache line
 # Read by BLAS libraries when they load: one thread per worker, the workers are the parallelism.
 _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -80,47 +84,74 @@ def _blas_single_threaded_children():
                 os.environ[name] = value
 
 
-def _worker(conn, model_config: dict, layout: list, params_name: str, grads_name: str) -> None:
-    """A worker's life: attach the shared blocks, then answer windows until the pipe closes.
+@contextmanager
+def _signals_ignored_by_children():
+    """Processes started inside begin with SIGINT and SIGTERM ignored (a disposition kept
+    across exec), so a Ctrl-C while a worker is still importing cannot kill it. The signals
+    are ignored here too meanwhile: a fraction of a second."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
-    Receives (x, y, state, keep) for its rows (see CharRNN.forward_backward), writes the
-    gradients into its shared block and sends back (loss, new_state), or ("error", message).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    params_shm = shared_memory.SharedMemory(name=params_name)
-    grads_shm = shared_memory.SharedMemory(name=grads_name)
-    model = CharRNN(**model_config)
+
+def _worker(conn, model_config: dict, layout: list, params_name: str, grads_name: str) -> None:
+    """A worker's life: attach the shared blocks, answer windows until told to stop or until
+    the pipe closes, detach. It never prints: a failure goes to the main process as
+    ("error", message) while the pipe works, and is otherwise seen there as the pipe closing."""
+    for sig in _STOP_SIGNALS:  # the main process decides when a run stops
+        signal.signal(sig, signal.SIG_IGN)
+    blocks = []
+    try:
+        blocks = [shared_memory.SharedMemory(name=name) for name in (params_name, grads_name)]
+        _serve(conn, CharRNN(**model_config), layout, *blocks)
+    except Exception as exc:
+        try:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+    finally:
+        for block in blocks:  # the views died with _serve's frame
+            try:
+                block.close()
+            except BufferError:
+                pass
+
+
+def _serve(conn, model: CharRNN, layout: list, params_shm, grads_shm) -> None:
+    """Receive (x, y, state, keep) for this worker's rows (see CharRNN.forward_backward), write
+    the gradients into the shared block, send back ("ok", loss, new_state); None or EOF ends it."""
     model.params = _views(params_shm, layout, model.dtype)
     grads_out = _views(grads_shm, layout, model.dtype)
-    try:
-        while True:
-            try:
-                message = conn.recv()
-            except EOFError:
-                return
-            if message is None:
-                return
-            x, y, state, keep = message
-            try:
-                loss, grads, new_state = model.loss_and_grads(x, y, state, keep=keep)
-                for key, g in grads.items():
-                    grads_out[key][...] = g
-            except Exception as exc:  # reported to the main process, which carries on alone
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
-                return
-            conn.send((loss, new_state))
-    finally:
-        del model, grads_out
-        params_shm.close()
-        grads_shm.close()
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the main process has gone
+            return
+        if message is None:
+            return
+        x, y, state, keep = message
+        loss, grads, new_state = model.loss_and_grads(x, y, state, keep=keep)
+        for key, g in grads.items():
+            grads_out[key][...] = g
+        try:
+            conn.send(("ok", loss, new_state))
+        except OSError:
+            return
 
 
 class SplitBatch:
     """model.loss_and_grads with the window's rows split between `processes` workers.
 
-    Creating one moves model.params into shared memory (the dict's arrays are replaced by
-    views holding the same values); update them in place from then on. Use as a context
-    manager, or call close(), to stop the workers and free the memory.
+    Creating one moves the parameters into shared memory: model.params becomes a new dict of
+    views holding the same values (re-read it; update its arrays in place). close() stops the
+    workers, frees the memory and gives model.params private copies again; use the object as a
+    context manager. Raises OSError when the shared memory or the processes cannot be had.
     """
 
     def __init__(self, model: CharRNN, processes: int, notify: Callable[[str], None] | None = None):
@@ -128,11 +159,12 @@ class SplitBatch:
             raise ValueError(f"SplitBatch needs at least 2 processes, got {processes}")
         self.model = model
         self.processes = processes
-        self._notify = notify
+        self.notify = notify  # called with the warning of a fallback; None: warnings.warn
         self._layout, nbytes = _layout(model.params)
         self._blocks = []
         self._workers = []  # (process, connection, gradient views)
         self._grads = {key: np.empty_like(value) for key, value in model.params.items()}
+        self._scratch = {key: np.empty_like(value) for key, value in model.params.items()}
         try:
             self._start(nbytes)
         except BaseException:
@@ -141,13 +173,18 @@ class SplitBatch:
 
     def _start(self, nbytes: int) -> None:
         model = self.model
+        needed = (self.processes + 1) * nbytes
+        if os.path.isdir(_SHM_DIR) and shutil.disk_usage(_SHM_DIR).free < needed:
+            # Shared memory is reserved lazily: running out later is a SIGBUS, not an error.
+            raise OSError(f"{_SHM_DIR} has {shutil.disk_usage(_SHM_DIR).free / 2**20:.0f} MiB free, "
+                          f"{needed / 2**20:.0f} MiB are needed")
         params_shm = self._new_block(nbytes)
         shared = _views(params_shm, self._layout, model.dtype)
         for key, value in model.params.items():
             shared[key][...] = value
         model.params = shared
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads
-        with _blas_single_threaded_children():
+        with _blas_single_threaded_children(), _signals_ignored_by_children():
             for _ in range(self.processes):
                 grads_shm = self._new_block(nbytes)
                 ours, theirs = context.Pipe()
@@ -183,29 +220,34 @@ class SplitBatch:
             replies = [conn.recv() for (_, conn, _), _rows in zip(self._workers, slices)]
         except (EOFError, OSError) as exc:
             return self._fall_back(f"a worker process was lost ({type(exc).__name__})", x, y, state, keep)
-        failed = [r[1] for r in replies if r[0] == "error"]
+        except BaseException:
+            # Interrupted mid-exchange: workers may still be computing into their blocks and
+            # their replies would answer the next call. Nothing of this step can be used.
+            self._stop_workers()
+            raise
+        failed = [reply[1] for reply in replies if reply[0] == "error"]
         if failed:
             return self._fall_back(f"a worker process failed ({failed[0]})", x, y, state, keep)
 
-        loss = 0.0
-        for i, ((_, _, part_grads), rows, (part_loss, _)) in enumerate(zip(self._workers, slices, replies)):
-            weight = (rows.stop - rows.start) / B
-            loss += weight * part_loss
-            for key, total in self._grads.items():
-                if i == 0:
-                    np.multiply(part_grads[key], weight, out=total)
-                else:
-                    total += part_grads[key] * total.dtype.type(weight)
+        weights = [(rows.stop - rows.start) / B for rows in slices]
+        loss = sum(w * part_loss for w, (_, part_loss, _) in zip(weights, replies))
+        part_grads = [views for _, _, views in self._workers[:len(slices)]]
+        for key, total in self._grads.items():
+            np.multiply(part_grads[0][key], weights[0], out=total)
+            scratch = self._scratch[key]
+            for views, w in zip(part_grads[1:], weights[1:]):
+                np.multiply(views[key], w, out=scratch)
+                total += scratch
         new_state = [tuple(np.concatenate(parts) for parts in zip(*layers))
-                     for layers in zip(*(new for _, new in replies))]
+                     for layers in zip(*(new for _, _, new in replies))]
         return loss, self._grads, new_state
 
     def _fall_back(self, reason: str, x, y, state, keep):
         message = f"{reason}; training continues in one process"
-        if self._notify is None:
+        if self.notify is None:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
         else:
-            self._notify(message)
+            self.notify(message)
         self._stop_workers()
         return self.model.loss_and_grads(x, y, state, keep=keep)
 
@@ -217,7 +259,7 @@ class SplitBatch:
                 pass
             conn.close()
         for process, _, _ in self._workers:
-            process.join(timeout=5)
+            process.join(timeout=2)  # an idle worker ends at once; a busy one is not waited for
             if process.is_alive():
                 process.kill()
                 process.join()
@@ -228,13 +270,16 @@ class SplitBatch:
         self._stop_workers()
         if self._blocks:
             self.model.params = {key: value.copy() for key, value in self.model.params.items()}
-            for block in self._blocks:
-                block.unlink()
+            blocks, self._blocks = self._blocks, []
+            for block in blocks:
+                try:
+                    block.unlink()
+                except FileNotFoundError:  # removed from outside
+                    pass
                 try:
                     block.close()
                 except BufferError:  # a caller still holds a view: keep the mapping for it
                     _STILL_VIEWED.append(block)
-            self._blocks = []
 
     def __enter__(self) -> "SplitBatch":
         return self

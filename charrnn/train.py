@@ -374,35 +374,49 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
                                f"epoch, but the text now gives {stream.windows_per_epoch} windows per "
                                "epoch; keep the data and train.seq_len as they were, or use --init-from")
 
-    run_dir = Path(out_dir) if out_dir else (Path(resume).parent if resume else Path(cfg.out_dir) / cfg.name)
-    _prepare_run_dir(run_dir, fresh=not resume, overwrite=overwrite)
-    metrics_path = run_dir / "metrics.jsonl"
-    if resume:
-        _truncate_metrics(metrics_path, run.progress.step)
-    else:
-        # A replaced run's files go now, not at the first evaluation: a crash before it must not
-        # leave the old run's checkpoints looking like this one's.
-        for name in ("metrics.jsonl", "samples.txt", "last.npz", "best.npz"):
-            (run_dir / name).unlink(missing_ok=True)
-    dump_config(cfg, str(run_dir / "config.yaml"))
+    # Before anything is written: a run whose workers cannot start leaves no trace.
+    split = _start_workers(model, t.processes)
+    with split or contextlib.nullcontext():
+        run_dir = (Path(out_dir) if out_dir
+                   else Path(resume).parent if resume else Path(cfg.out_dir) / cfg.name)
+        _prepare_run_dir(run_dir, fresh=not resume, overwrite=overwrite)
+        metrics_path = run_dir / "metrics.jsonl"
+        if resume:
+            _truncate_metrics(metrics_path, run.progress.step)
+        else:
+            # A replaced run's files go now, not at the first evaluation: a crash before it must not
+            # leave the old run's checkpoints looking like this one's.
+            for name in ("metrics.jsonl", "samples.txt", "last.npz", "best.npz"):
+                (run_dir / name).unlink(missing_ok=True)
+        dump_config(cfg, str(run_dir / "config.yaml"))
 
-    if note:
-        say(note)
-    optimizer_bytes = sum(v.nbytes for v in optimizer.state_dict().values())
-    memory = memory_estimate(model, optimizer_bytes, t.batch_size, t.seq_len)
-    say(f"{model.cell_type} {model.num_layers}x{model.hidden_size}, vocabulary {len(vocab)}, "
-        f"{model.num_params():,} parameters, ~{memory / 2**20:.0f} MiB for training; "
-        f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
-        f"{stream.windows_per_epoch} windows per epoch"
-        + (f"; rows split between {t.processes} processes" if t.processes > 1 else ""))
-    if resume:
-        say(f"resuming {resume} at step {run.progress.step}, epoch {run.progress.epoch}")
+        if note:
+            say(note)
+        optimizer_bytes = sum(v.nbytes for v in optimizer.state_dict().values())
+        memory = memory_estimate(model, optimizer_bytes, t.batch_size, t.seq_len)
+        say(f"{model.cell_type} {model.num_layers}x{model.hidden_size}, vocabulary {len(vocab)}, "
+            f"{model.num_params():,} parameters, ~{memory / 2**20:.0f} MiB for training; "
+            f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
+            f"{stream.windows_per_epoch} windows per epoch"
+            + (f"; rows split between {t.processes} processes" if t.processes > 1 else ""))
+        if resume:
+            say(f"resuming {resume} at step {run.progress.step}, epoch {run.progress.epoch}")
 
-    return _loop(run, stream, val_ids, run_dir, show_progress, say)
+        return _loop(run, stream, val_ids, run_dir, show_progress, say, split)
+
+
+def _start_workers(model: CharRNN, processes: int) -> SplitBatch | None:
+    if processes == 1:
+        return None
+    try:
+        return SplitBatch(model, processes)
+    except OSError as exc:
+        raise CharRNNError(f"train.processes {processes}: cannot start the worker processes "
+                           f"({exc}); use --set train.processes=1") from None
 
 
 def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, show_progress: bool,
-          say: Callable[[str], None]) -> Outcome:
+          say: Callable[[str], None], split: SplitBatch | None) -> Outcome:
     cfg, model, optimizer, p = run.cfg, run.model, run.optimizer, run.progress
     t = cfg.train
     total = _total_steps(t, stream.windows_per_epoch)
@@ -466,9 +480,11 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
 
     window_losses, window_norms, window_time = [], [], 0.0
     evaluated_at = p.step if p.step else None
-    split = SplitBatch(model, t.processes, notify=out) if t.processes > 1 else contextlib.nullcontext()
-    with _StopSignals() as signals, split:
-        window_step = split.loss_and_grads if t.processes > 1 else model.loss_and_grads
+    window_step = model.loss_and_grads
+    if split is not None:
+        split.notify = out
+        window_step = split.loss_and_grads
+    with _StopSignals() as signals:
         while not finished() and signals.received is None:
             began = time.perf_counter()
             if p.cursor == 0:

@@ -60,29 +60,42 @@ def test_split_rows_give_the_unsplit_loss_gradients_and_state(cell, batch, proce
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-def test_the_dropout_stream_does_not_depend_on_the_split():
+def test_consecutive_windows_draw_the_same_masks_as_the_unsplit_model():
     model = small_model(dropout=0.5)
-    x, y, state = window(model, 4, 3)
-    alone, split_rng = np.random.default_rng(3), np.random.default_rng(3)
-    model.loss_and_grads(x, y, state, alone)
-    with SplitBatch(model, 2) as split:
-        split.loss_and_grads(x, y, state, split_rng)
-    assert alone.bit_generator.state == split_rng.bit_generator.state
+    x, y, state = window(model, 6, 3)
+    alone, shared = np.random.default_rng(3), np.random.default_rng(3)
+    expected = [model.loss_and_grads(x, y, state, alone)[1]["layers.1.Wx"].copy() for _ in range(2)]
+    with SplitBatch(model, 3) as split:
+        got = [split.loss_and_grads(x, y, state, shared)[1]["layers.1.Wx"].copy() for _ in range(2)]
+    assert not np.allclose(expected[0], expected[1])  # the second window has other masks
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
 
 
-def test_workers_see_parameter_updates_and_close_gives_back_private_arrays():
+def test_workers_see_parameter_updates_and_close_frees_the_shared_memory():
     model = small_model()
     x, y, state = window(model, 4, 3)
     with SplitBatch(model, 2) as split:
-        shared = model.params["head.W"]
+        split.loss_and_grads(x, y, state)  # the workers are up and have read the parameters
         model.params["head.W"][...] *= 2.0  # in place, as the optimizer writes
         loss, grads, _ = split.loss_and_grads(x, y, state)
         grads = {k: g.copy() for k, g in grads.items()}
-    assert model.params["head.W"] is not shared
-    np.testing.assert_array_equal(model.params["head.W"], shared)
-    expected_loss, expected, _ = model.loss_and_grads(x, y, state)
+        names = [block.name for block in split._blocks]
+        processes = [process for process, _, _ in split._workers]
+    assert all(os.path.exists(f"/dev/shm/{name}") is False for name in names)
+    assert not any(process.is_alive() for process in processes)
+    expected_loss, expected, _ = model.loss_and_grads(x, y, state)  # private arrays again
     assert loss == pytest.approx(expected_loss, rel=1e-12)
     np.testing.assert_allclose(grads["head.W"], expected["head.W"], rtol=1e-10)
+
+
+def test_a_view_kept_past_close_stays_readable():
+    model = small_model()
+    with SplitBatch(model, 2):
+        kept = model.params["head.W"]
+        values = kept.copy()
+    np.testing.assert_array_equal(kept, values)  # mapped still: no crash, same numbers
+    assert model.params["head.W"] is not kept
 
 
 def test_a_lost_worker_leaves_the_step_to_this_process():
@@ -91,14 +104,26 @@ def test_a_lost_worker_leaves_the_step_to_this_process():
     expected_loss, expected, _ = model.loss_and_grads(x, y, state)
     heard = []
     with SplitBatch(model, 2, notify=heard.append) as split:
-        process = split._workers[1][0]
-        process.kill()
-        process.join()
+        processes = [process for process, _, _ in split._workers]
+        processes[1].kill()
+        processes[1].join()
         for _ in range(2):  # the failing step and the next, both in this process
             loss, grads, _ = split.loss_and_grads(x, y, state)
             assert loss == pytest.approx(expected_loss, rel=1e-12)
             np.testing.assert_allclose(grads["layers.0.Wh"], expected["layers.0.Wh"], rtol=1e-12)
+        assert split._workers == [] and not any(process.is_alive() for process in processes)
     assert len(heard) == 1 and "worker process was lost" in heard[0] and "one process" in heard[0]
+
+
+def test_an_error_in_a_worker_is_reported_and_raised_by_the_step_in_this_process():
+    model = small_model()
+    x, y, _ = window(model, 4, 3)
+    bad_state = [tuple(np.zeros((4, 5)) for _ in layer) for layer in model.init_state(4)]  # H is 6
+    heard = []
+    with SplitBatch(model, 2, notify=heard.append) as split:
+        with pytest.raises(ValueError):
+            split.loss_and_grads(x, y, bad_state)
+    assert len(heard) == 1 and "worker process failed (ValueError" in heard[0]
 
 
 def test_fewer_than_two_processes_is_refused():
@@ -144,13 +169,16 @@ def test_a_split_run_matches_one_process_and_resumes_exactly(tmp_path, corpus):
     assert invoke("train", "--config", write_config(tmp_path, corpus, processes=1), "--out", one,
                   "--no-progress").exit_code == 0
     full = tmp_path / "full"
-    assert invoke("train", "--config", write_config(tmp_path, corpus), "--out", full,
-                  "--no-progress").exit_code == 0
+    result = invoke("train", "--config", write_config(tmp_path, corpus), "--out", full, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "rows split between 2 processes" in result.output and "one process" not in result.output
     half = tmp_path / "half"
     assert invoke("train", "--config", write_config(tmp_path, corpus, max_steps=5), "--out", half,
                   "--no-progress").exit_code == 0
     resumed = invoke("train", "--resume", half / "last.npz", "--set", "train.max_steps=10", "--no-progress")
     assert resumed.exit_code == 0, resumed.output
+    assert "rows split between 2 processes" in resumed.output
+    assert "one process" not in resumed.output  # no worker was lost on the way
 
     np.testing.assert_allclose(losses(full), losses(one), rtol=1e-9)
     assert losses(half) == losses(full)
@@ -171,18 +199,25 @@ def test_more_processes_than_rows_is_a_one_line_config_error(tmp_path, corpus):
 def test_ctrl_c_to_the_process_group_saves_and_resumes(tmp_path, corpus):
     config = write_config(tmp_path, corpus, max_steps=100_000, eval_every=100_000, dtype="float32")
     out = tmp_path / "run"
+    shm_before = set(os.listdir("/dev/shm"))
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--config", str(config),
                              "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own group, as a terminal's job is
     deadline = time.time() + 60
     metrics = out / "metrics.jsonl"
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+
+    def logged():
+        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+    while time.time() < deadline and logged() < 3:
         time.sleep(0.05)
+    assert logged() >= 3, "training logged nothing within 60 s"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: main process and workers alike
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err and "worker" not in err
+    assert set(os.listdir("/dev/shm")) <= shm_before  # the shared blocks went with the run
     stopped = load_checkpoint(out / "last.npz")[1]["progress"]["step"]
     assert stopped >= 3
     result = invoke("train", "--resume", out / "last.npz", "--set", f"train.max_steps={stopped + 2}",
