@@ -224,3 +224,19 @@ def test_ctrl_c_to_the_process_group_saves_and_resumes(tmp_path, corpus):
                     "--no-progress")
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out / "last.npz")[1]["progress"]["step"] == stopped + 2
+
+
+def test_no_room_for_shared_memory_is_one_line_and_writes_nothing(tmp_path, corpus, monkeypatch):
+    class Full:
+        free = 0
+
+    monkeypatch.setattr("charrnn.parallel.os.path.isdir", lambda path: True)
+    monkeypatch.setattr("charrnn.parallel.shutil.disk_usage", lambda path: Full)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(cli, ["train", "--config", str(write_config(tmp_path, corpus)),
+                                      "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charrnn: error: train.processes 2: cannot start")
+    assert "/dev/shm has 0 MiB free" in lines[0] and "--set train.processes=1" in lines[0]
+    assert not out.exists()
