@@ -230,7 +230,7 @@ def test_no_room_for_shared_memory_is_one_line_and_writes_nothing(tmp_path, corp
     class Full:
         free = 0
 
-    monkeypatch.setattr("charrnn.parallel.os.path.isdir", lambda path: True)
+    monkeypatch.setattr("charrnn.parallel._SHM_DIR", str(tmp_path))  # a directory on any system
     monkeypatch.setattr("charrnn.parallel.shutil.disk_usage", lambda path: Full)
     out = tmp_path / "o"
     result = CliRunner().invoke(cli, ["train", "--config", str(write_config(tmp_path, corpus)),
@@ -238,5 +238,5 @@ def test_no_room_for_shared_memory_is_one_line_and_writes_nothing(tmp_path, corp
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("charrnn: error: train.processes 2: cannot start")
-    assert "/dev/shm has 0 MiB free" in lines[0] and "--set train.processes=1" in lines[0]
+    assert f"{tmp_path} has 0 MiB free" in lines[0] and "--set train.processes=1" in lines[0]
     assert not out.exists()
