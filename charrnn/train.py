@@ -375,8 +375,8 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
                                "epoch; keep the data and train.seq_len as they were, or use --init-from")
 
     # Before anything is written: a run whose workers cannot start leaves no trace.
-    split = _start_workers(model, t.processes)
-    with split or contextlib.nullcontext():
+    workers = _start_workers(model, t.processes)
+    with workers or contextlib.nullcontext():
         run_dir = (Path(out_dir) if out_dir
                    else Path(resume).parent if resume else Path(cfg.out_dir) / cfg.name)
         _prepare_run_dir(run_dir, fresh=not resume, overwrite=overwrite)
@@ -402,10 +402,11 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
         if resume:
             say(f"resuming {resume} at step {run.progress.step}, epoch {run.progress.epoch}")
 
-        return _loop(run, stream, val_ids, run_dir, show_progress, say, split)
+        return _loop(run, stream, val_ids, run_dir, show_progress, say, workers)
 
 
 def _start_workers(model: CharRNN, processes: int) -> SplitBatch | None:
+    """The worker processes of train.processes (None for 1), or a one-line CharRNNError."""
     if processes == 1:
         return None
     try:
@@ -416,7 +417,7 @@ def _start_workers(model: CharRNN, processes: int) -> SplitBatch | None:
 
 
 def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, show_progress: bool,
-          say: Callable[[str], None], split: SplitBatch | None) -> Outcome:
+          say: Callable[[str], None], workers: SplitBatch | None) -> Outcome:
     cfg, model, optimizer, p = run.cfg, run.model, run.optimizer, run.progress
     t = cfg.train
     total = _total_steps(t, stream.windows_per_epoch)
@@ -481,9 +482,9 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
     window_losses, window_norms, window_time = [], [], 0.0
     evaluated_at = p.step if p.step else None
     window_step = model.loss_and_grads
-    if split is not None:
-        split.notify = out
-        window_step = split.loss_and_grads
+    if workers is not None:
+        workers.notify = out
+        window_step = workers.loss_and_grads
     with _StopSignals() as signals:
         while not finished() and signals.received is None:
             began = time.perf_counter()
