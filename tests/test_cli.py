@@ -206,7 +206,7 @@ def test_overwrite_removes_the_old_runs_files_before_training(tmp_path, corpus, 
     assert seen["files"] == ["config.yaml"]
 
 
-def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, corpus):
+def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, corpus, assert_resumes):
     config = write_config(tmp_path, corpus, train={"max_steps": 100_000, "eval_every": 100_000})
     out = tmp_path / "run"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
@@ -220,13 +220,7 @@ def test_sigint_saves_a_checkpoint_that_resumes(tmp_path, corpus):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
-    _, meta = load_checkpoint(out / "last.npz")
-    stopped = meta["progress"]["step"]
-    assert stopped >= 3
-    result = run("train", "--resume", out / "last.npz", "--set", f"train.max_steps={stopped + 2}",
-                 "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert load_checkpoint(out / "last.npz")[1]["progress"]["step"] == stopped + 2
+    assert_resumes(out)
 
 
 def _lines(path):

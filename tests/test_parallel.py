@@ -196,7 +196,7 @@ def test_more_processes_than_rows_is_a_one_line_config_error(tmp_path, corpus):
     assert not (tmp_path / "o").exists()
 
 
-def test_ctrl_c_to_the_process_group_saves_and_resumes(tmp_path, corpus):
+def test_ctrl_c_to_the_process_group_saves_and_resumes(tmp_path, corpus, assert_resumes):
     config = write_config(tmp_path, corpus, max_steps=100_000, eval_every=100_000, dtype="float32")
     out = tmp_path / "run"
     shm_before = set(os.listdir("/dev/shm"))
@@ -218,12 +218,7 @@ def test_ctrl_c_to_the_process_group_saves_and_resumes(tmp_path, corpus):
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err and "worker" not in err
     assert set(os.listdir("/dev/shm")) <= shm_before  # the shared blocks went with the run
-    stopped = load_checkpoint(out / "last.npz")[1]["progress"]["step"]
-    assert stopped >= 3
-    result = invoke("train", "--resume", out / "last.npz", "--set", f"train.max_steps={stopped + 2}",
-                    "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert load_checkpoint(out / "last.npz")[1]["progress"]["step"] == stopped + 2
+    assert_resumes(out)
 
 
 def test_no_room_for_shared_memory_is_one_line_and_writes_nothing(tmp_path, corpus, monkeypatch):
