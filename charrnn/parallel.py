@@ -16,8 +16,9 @@ Parameters and each worker's gradients live in shared memory, laid out as one fl
 each; a step sends only the rows, their carried state and the dropout masks through a pipe.
 The main process owns the parameters: it writes them (optimizer, restore) only while no
 worker is computing. Workers ignore SIGINT and SIGTERM, so Ctrl-C or a stop request reaches
-the training loop alone, and they end when their pipe closes. If a worker fails, the step is computed in this process instead
-and training continues there, unsplit, with a warning: a lost worker never loses a run.
+the training loop alone, and they end when their pipe closes. If a worker fails, dies or stops
+answering, the step is computed in this process instead and training continues there, unsplit,
+with a warning: a lost worker never loses a run.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import os
 import shutil
 import signal
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from multiprocessing import shared_memory
+from multiprocessing.connection import wait
 from typing import Callable
 
 import numpy as np
@@ -45,6 +48,11 @@ _SHM_DIR = "/dev/shm"  # where Linux keeps shared memory blocks
 _ALIGN = 64  # bytes; every array in a shared block starts on a cache line
 # Read by BLAS libraries when they load: one thread per worker, the workers are the parallelism.
 _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# A worker that is alive but silent (stopped, deadlocked) would hold a step forever. The rows are
+# split evenly, so once one worker has answered the others are due soon after: each may take
+# _LATE_FACTOR times as long as the first did, and never less than _LATE_FLOOR_S seconds.
+_LATE_FACTOR = 20
+_LATE_FLOOR_S = 60.0
 
 
 def _layout(arrays: dict) -> tuple[list, int]:
@@ -145,6 +153,25 @@ def _serve(conn, model: CharRNN, layout: list, params_shm, grads_shm) -> None:
             return
 
 
+def _gather(conns: list) -> list:
+    """One reply from each connection, in their order; TimeoutError if one is overdue (see
+    _LATE_FACTOR). A closed pipe raises EOFError or OSError from its recv."""
+    started = time.monotonic()
+    replies = {}
+    deadline = None
+    while len(replies) < len(conns):
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = wait([conn for conn in conns if conn not in replies], timeout)
+        if not ready:
+            raise TimeoutError(f"no reply {deadline - started:.0f} s after the step began")
+        for conn in ready:
+            replies[conn] = conn.recv()
+        if deadline is None:
+            first = time.monotonic() - started
+            deadline = started + max(_LATE_FLOOR_S, _LATE_FACTOR * first)
+    return [replies[conn] for conn in conns]
+
+
 class SplitBatch:
     """model.loss_and_grads with the window's rows split between `processes` workers.
 
@@ -217,7 +244,9 @@ class SplitBatch:
                 part_state = [tuple(np.ascontiguousarray(s[rows]) for s in layer) for layer in state]
                 part_keep = None if keep is None else np.ascontiguousarray(keep[:, :, rows])
                 conn.send((x[rows], y[rows], part_state, part_keep))
-            replies = [conn.recv() for (_, conn, _), _rows in zip(self._workers, slices)]
+            replies = _gather([conn for _, conn, _ in self._workers[:len(slices)]])
+        except TimeoutError as exc:
+            return self._fall_back(f"a worker process stopped answering ({exc})", x, y, state, keep)
         except (EOFError, OSError) as exc:
             return self._fall_back(f"a worker process was lost ({type(exc).__name__})", x, y, state, keep)
         except BaseException:

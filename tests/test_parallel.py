@@ -115,6 +115,23 @@ def test_a_lost_worker_leaves_the_step_to_this_process():
     assert len(heard) == 1 and "worker process was lost" in heard[0] and "one process" in heard[0]
 
 
+def test_a_worker_that_stops_answering_is_replaced_by_this_process(monkeypatch):
+    monkeypatch.setattr("charrnn.parallel._LATE_FLOOR_S", 0.5)
+    model = small_model()
+    x, y, state = window(model, 4, 3)
+    expected_loss, _, _ = model.loss_and_grads(x, y, state)
+    heard = []
+    with SplitBatch(model, 2, notify=heard.append) as split:
+        silent = split._workers[1][0]
+        os.kill(silent.pid, signal.SIGSTOP)  # alive, holding its pipe open, never replying
+        started = time.monotonic()
+        loss, _, _ = split.loss_and_grads(x, y, state)
+        assert time.monotonic() - started < 10
+        assert loss == pytest.approx(expected_loss, rel=1e-12)
+        assert split._workers == [] and not silent.is_alive()
+    assert len(heard) == 1 and "stopped answering" in heard[0] and "one process" in heard[0]
+
+
 def test_an_error_in_a_worker_is_reported_and_raised_by_the_step_in_this_process():
     model = small_model()
     x, y, _ = window(model, 4, 3)
