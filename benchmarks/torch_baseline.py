@@ -12,7 +12,9 @@ Initialisation is part of the recipe: `--init charrnn` (the default) starts PyTo
 weights charrnn draws for the config and seed (one-hot rows from U(-1, 1), forget bias 1, the
 head's bias at the log unigram frequencies); `--init torch` keeps PyTorch's own U(+-1/sqrt(H)).
 nn.LSTM keeps its two bias vectors, both trained: charrnn's single bias starts in bias_ih and
-bias_hh starts at zero.
+bias_hh starts at zero. `--lstm-bias one` keeps bias_hh at zero, untrained, so that PyTorch's
+LSTM has exactly charrnn's parameters (Adam moves each of two summed biases about as far as a
+single one, so two move the gates' bias about twice as fast).
 
 PyTorch is faster or slower per step than charrnn, so a cosine horizon of the config's
 max_steps would end its schedule at the wrong moment. `--max-steps auto` (the default) times
@@ -102,6 +104,9 @@ def main() -> None:
     parser.add_argument("--init", choices=("charrnn", "torch"), default="charrnn",
                         help="start from charrnn's initial weights for the config and seed (default) "
                              "or from PyTorch's default initialisation")
+    parser.add_argument("--lstm-bias", choices=("two", "one"), default="two",
+                        help="nn.LSTM's two trained bias vectors (default), or one as in charrnn "
+                             "(bias_hh held at zero)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     try:
@@ -119,6 +124,8 @@ def main() -> None:
     if args.max_steps == "auto" and t.warmup_steps <= 5 + _PILOT_STEPS:
         parser.error(f"--max-steps auto times steps 6-{5 + _PILOT_STEPS}, which must still be in "
                      f"warm-up: it needs train.warmup_steps > {5 + _PILOT_STEPS} (or --max-steps N)")
+    if args.lstm_bias == "one" and cell != "lstm":
+        parser.error("--lstm-bias one: the cell is a GRU, whose two biases are not redundant")
     if args.max_steps == "config" and t.max_steps is None:
         parser.error("--max-steps config: the config has no train.max_steps")
     try:
@@ -157,6 +164,12 @@ def main() -> None:
     net = Net()
     if args.init == "charrnn":
         _load_charrnn_init(net, cfg, train_ids, V, cell)
+    if args.lstm_bias == "one":
+        for layer in range(L):
+            bias_hh = getattr(net.rnn, f"bias_hh_l{layer}")
+            with torch.no_grad():
+                bias_hh.zero_()
+            bias_hh.requires_grad_(False)  # no gradient: AdamW and the clip leave it alone
     # AdamW with weight_decay 0 is Adam; charrnn's Adam decays weights the decoupled way too.
     optimizer = torch.optim.AdamW(net.parameters(), lr=t.learning_rate, betas=(t.beta1, t.beta2),
                                   eps=t.eps, weight_decay=t.weight_decay)
@@ -232,7 +245,8 @@ def main() -> None:
             print(f"step {step} epoch {epoch} {elapsed / 60:.1f} min: val loss {val:.4f}", flush=True)
     log.close()
     print(json.dumps({"torch": torch.__version__, "threads": args.threads, "config": args.config,
-                      "cell": cell, "init": args.init, "dropout": m.dropout, "steps": step, "horizon": horizon,
+                      "cell": cell, "init": args.init, "lstm_bias": args.lstm_bias, "dropout": m.dropout,
+                      "steps": step, "horizon": horizon,
                       "train_minutes": round(elapsed / 60, 2), "final_val_loss": round(val, 4),
                       "best_val_loss": round(best, 4)}))
 
