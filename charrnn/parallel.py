@@ -239,12 +239,13 @@ class SplitBatch:
             return self.model.loss_and_grads(x, y, state, keep=keep)
         bounds = np.linspace(0, B, min(self.processes, B) + 1).round().astype(int)
         slices = [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        active = self._workers[:len(slices)]  # fewer rows than workers leaves some idle
         try:
-            for (_, conn, _), rows in zip(self._workers, slices):
+            for (_, conn, _), rows in zip(active, slices):
                 part_state = [tuple(np.ascontiguousarray(s[rows]) for s in layer) for layer in state]
                 part_keep = None if keep is None else np.ascontiguousarray(keep[:, :, rows])
                 conn.send((x[rows], y[rows], part_state, part_keep))
-            replies = _gather([conn for _, conn, _ in self._workers[:len(slices)]])
+            replies = _gather([conn for _, conn, _ in active])
         except TimeoutError as exc:
             return self._fall_back(f"a worker process stopped answering ({exc})", x, y, state, keep)
         except (EOFError, OSError) as exc:
@@ -260,7 +261,7 @@ class SplitBatch:
 
         weights = [(rows.stop - rows.start) / B for rows in slices]
         loss = sum(w * part_loss for w, (_, part_loss, _) in zip(weights, replies))
-        part_grads = [views for _, _, views in self._workers[:len(slices)]]
+        part_grads = [views for _, _, views in active]
         for key, total in self._grads.items():
             np.multiply(part_grads[0][key], weights[0], out=total)
             scratch = self._scratch[key]
