@@ -1,6 +1,6 @@
 """The command line end to end: train, resume, sample, eval, info, gradcheck, signals."""
 
-import json
+import functools
 import os
 import re
 import signal
@@ -10,11 +10,13 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint, load_model
 from charrnn.cli import cli
+
+import runs
+from runs import invoke, records
 
 
 @pytest.fixture(scope="module")
@@ -25,35 +27,21 @@ def corpus(tmp_path_factory, repo_root):
     return path
 
 
-def write_config(directory, corpus, **sections):
-    cfg = {
-        "name": "t",
-        "data": {"path": str(corpus), "val_fraction": 0.1},
-        "model": {"cell": "lstm", "hidden_size": 16, "num_layers": 1},
-        "train": {"batch_size": 4, "seq_len": 16, "max_steps": 12, "eval_every": 6, "log_every": 1,
-                  "sample_length": 20, "seed": 3},
-    }
-    for section, values in sections.items():
-        cfg[section].update(values)
-    path = directory / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def metrics(run_dir, event="train"):
-    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [r for r in map(json.loads, lines) if r["event"] == event]
+BASE_CONFIG = {
+    "name": "t",
+    "data": {"val_fraction": 0.1},
+    "model": {"cell": "lstm", "hidden_size": 16, "num_layers": 1},
+    "train": {"batch_size": 4, "seq_len": 16, "max_steps": 12, "eval_every": 6, "log_every": 1,
+              "sample_length": 20, "seed": 3},
+}
+write_config = functools.partial(runs.write_config, base=BASE_CONFIG)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus):
     directory = tmp_path_factory.mktemp("run")
     config = write_config(directory, corpus)
-    result = run("train", "--config", config, "--out", directory / "out", "--no-progress")
+    result = invoke("train", "--config", config, "--out", directory / "out", "--no-progress")
     assert result.exit_code == 0, result.output
     return directory / "out"
 
@@ -61,9 +49,9 @@ def trained(tmp_path_factory, corpus):
 def test_train_writes_the_run_directory(trained):
     for name in ("config.yaml", "metrics.jsonl", "last.npz", "best.npz", "samples.txt"):
         assert (trained / name).is_file(), name
-    assert [r["step"] for r in metrics(trained)] == list(range(1, 13))
-    assert [r["step"] for r in metrics(trained, "eval")] == [6, 12]
-    record = metrics(trained)[0]
+    assert [r["step"] for r in records(trained, "train")] == list(range(1, 13))
+    assert [r["step"] for r in records(trained, "eval")] == [6, 12]
+    record = records(trained, "train")[0]
     assert {"loss", "bpc", "grad_norm", "lr", "chars_per_s", "elapsed", "epoch"} <= set(record)
     _, meta = load_checkpoint(trained / "last.npz")
     assert meta["progress"]["step"] == 12
@@ -71,22 +59,22 @@ def test_train_writes_the_run_directory(trained):
 
 
 def test_train_reports_parameters_and_memory(tmp_path, corpus):
-    result = run("train", "--config", write_config(tmp_path, corpus, train={"max_steps": 2}),
+    result = invoke("train", "--config", write_config(tmp_path, corpus, train={"max_steps": 2}),
                  "--out", tmp_path / "o", "--no-progress")
     assert result.exit_code == 0
     assert re.search(r"[\d,]+ parameters, ~\d+ MiB", result.output)
 
 
 def test_sample_same_seed_same_text_and_different_seed_differs(trained):
-    a = run("sample", trained / "last.npz", "--seed", 1, "--length", 200)
-    b = run("sample", trained / "last.npz", "--seed", 1, "--length", 200)
-    c = run("sample", trained / "last.npz", "--seed", 2, "--length", 200)
+    a = invoke("sample", trained / "last.npz", "--seed", 1, "--length", 200)
+    b = invoke("sample", trained / "last.npz", "--seed", 1, "--length", 200)
+    c = invoke("sample", trained / "last.npz", "--seed", 2, "--length", 200)
     assert a.exit_code == 0 and a.output == b.output and a.output != c.output
     assert len(a.output) == 201  # 200 characters and the final newline
 
 
 def test_temperature_zero_is_the_greedy_continuation(trained):
-    result = run("sample", trained / "last.npz", "-t", 0, "--prime", "The ", "--length", 30, "--seed", 5)
+    result = invoke("sample", trained / "last.npz", "-t", 0, "--prime", "The ", "--length", 30, "--seed", 5)
     model, vocab, _, _ = load_model(trained / "last.npz")
     state = model.init_state(1)
     for ch in "The ":
@@ -100,7 +88,7 @@ def test_temperature_zero_is_the_greedy_continuation(trained):
 
 
 def test_num_samples_gives_distinct_samples_in_one_pass(trained):
-    result = run("sample", trained / "last.npz", "--num-samples", 8, "--length", 40, "--seed", 0)
+    result = invoke("sample", trained / "last.npz", "--num-samples", 8, "--length", 40, "--seed", 0)
     assert result.exit_code == 0
     samples = re.split(r"--- sample \d+ ---\n", result.output)[1:]
     assert len(samples) == 8
@@ -108,24 +96,24 @@ def test_num_samples_gives_distinct_samples_in_one_pass(trained):
 
 
 def test_eval_on_the_val_split_gives_the_logged_loss(trained):
-    result = run("eval", trained / "best.npz", "--val")
+    result = invoke("eval", trained / "best.npz", "--val")
     assert result.exit_code == 0, result.output
     printed = float(re.search(r"loss ([\d.]+) nats", result.output).group(1))
-    logged = min(r["val_loss"] for r in metrics(trained, "eval"))
+    logged = min(r["val_loss"] for r in records(trained, "eval"))
     assert abs(printed - logged) < 2e-6
 
 
 def test_eval_counts_and_excludes_characters_outside_the_vocabulary(trained, tmp_path):
     text = tmp_path / "other.txt"
     text.write_text("To be, or not to be: that is the question. ÆØÅ ÆØ", encoding="utf-8")
-    result = run("eval", trained / "last.npz", text)
+    result = invoke("eval", trained / "last.npz", text)
     assert result.exit_code == 0
     assert "5 outside the vocabulary excluded" in result.output
     assert re.search(r"perplexity [\d.]+", result.output)
 
 
 def test_info_describes_the_checkpoint(trained):
-    result = run("info", trained / "last.npz")
+    result = invoke("info", trained / "last.npz")
     assert result.exit_code == 0
     for expected in ("lstm, 1 layer(s) x 16 units", "parameters", "step 12, epoch", "best val",
                      "learning_rate"):
@@ -133,9 +121,9 @@ def test_info_describes_the_checkpoint(trained):
 
 
 def test_gradcheck_passes_and_can_fail():
-    ok = run("gradcheck", "--cell", "gru", "--layers", 2)
+    ok = invoke("gradcheck", "--cell", "gru", "--layers", 2)
     assert ok.exit_code == 0 and "0 failed" in ok.output
-    strict = run("gradcheck", "--cell", "rnn", "--threshold", 0)
+    strict = invoke("gradcheck", "--cell", "rnn", "--threshold", 0)
     assert strict.exit_code == 1 and "FAIL" in strict.output
 
 
@@ -144,15 +132,15 @@ def test_resume_continues_exactly(tmp_path, corpus, dtype):
     extra = {"dtype": dtype, "max_steps": 12}
     model = {"dropout": 0.1, "num_layers": 2}  # dropout: the RNG must resume too
     full = tmp_path / "full"
-    assert run("train", "--config", write_config(tmp_path, corpus, train=extra, model=model),
+    assert invoke("train", "--config", write_config(tmp_path, corpus, train=extra, model=model),
                "--out", full, "--no-progress").exit_code == 0
     half = tmp_path / "half"
-    assert run("train", "--config", write_config(tmp_path, corpus, train={**extra, "max_steps": 7}, model=model),
+    assert invoke("train", "--config", write_config(tmp_path, corpus, train={**extra, "max_steps": 7}, model=model),
                "--out", half, "--no-progress").exit_code == 0
-    resumed = run("train", "--resume", half / "last.npz", "--set", "train.max_steps=12", "--no-progress")
+    resumed = invoke("train", "--resume", half / "last.npz", "--set", "train.max_steps=12", "--no-progress")
     assert resumed.exit_code == 0, resumed.output
 
-    assert [r["loss"] for r in metrics(half)] == [r["loss"] for r in metrics(full)]
+    assert [r["loss"] for r in records(half, "train")] == [r["loss"] for r in records(full, "train")]
     a, _ = load_checkpoint(full / "last.npz")
     b, _ = load_checkpoint(half / "last.npz")
     for key in a:
@@ -164,7 +152,7 @@ def test_resume_continues_exactly(tmp_path, corpus, dtype):
 
 def test_init_from_starts_a_new_run_from_the_weights(trained, tmp_path, corpus):
     config = write_config(tmp_path, corpus, train={"max_steps": 2})
-    result = run("train", "--config", config, "--init-from", trained / "last.npz", "--out",
+    result = invoke("train", "--config", config, "--init-from", trained / "last.npz", "--out",
                  tmp_path / "o", "--no-progress")
     assert result.exit_code == 0, result.output
     _, meta = load_checkpoint(tmp_path / "o" / "last.npz")

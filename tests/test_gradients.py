@@ -1,6 +1,5 @@
 """Every hand-written backward pass against central differences, in float64."""
 
-import numpy as np
 import pytest
 
 from charrnn.gradcheck import check_model, random_problem

@@ -6,7 +6,7 @@ leaves the run going in one process, and Ctrl-C at the terminal (SIGINT to the w
 group, workers included) still saves a checkpoint that resumes.
 """
 
-import json
+import functools
 import os
 import signal
 import subprocess
@@ -15,13 +15,15 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import cli
 from charrnn.model import CharRNN
 from charrnn.parallel import SplitBatch
+
+import runs
+from runs import invoke, records
 
 
 def small_model(cell="lstm", dropout=0.0, dtype=np.float64, vocab=11):
@@ -159,38 +161,30 @@ def corpus(tmp_path_factory, repo_root):
     return path
 
 
-def write_config(directory, corpus, name="config.yaml", **train):
-    cfg = {
-        "name": "t",
-        "data": {"path": str(corpus), "val_fraction": 0.05},
-        "model": {"cell": "lstm", "hidden_size": 12, "num_layers": 2, "dropout": 0.1},
-        "train": {"batch_size": 6, "seq_len": 16, "max_steps": 10, "eval_every": 5, "log_every": 1,
-                  "sample_length": 0, "seed": 1, "dtype": "float64", "processes": 2, **train},
-    }
-    path = directory / name
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
+BASE_CONFIG = {
+    "name": "t",
+    "data": {"val_fraction": 0.05},
+    "model": {"cell": "lstm", "hidden_size": 12, "num_layers": 2, "dropout": 0.1},
+    "train": {"batch_size": 6, "seq_len": 16, "max_steps": 10, "eval_every": 5, "log_every": 1,
+              "sample_length": 0, "seed": 1, "dtype": "float64", "processes": 2},
+}
+write_config = functools.partial(runs.write_config, base=BASE_CONFIG)
 
 
 def losses(run_dir):
-    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [r["loss"] for r in map(json.loads, lines) if r["event"] == "train"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return [r["loss"] for r in records(run_dir, "train")]
 
 
 def test_a_split_run_matches_one_process_and_resumes_exactly(tmp_path, corpus):
     one = tmp_path / "one"
-    assert invoke("train", "--config", write_config(tmp_path, corpus, processes=1), "--out", one,
+    assert invoke("train", "--config", write_config(tmp_path, corpus, train={"processes": 1}), "--out", one,
                   "--no-progress").exit_code == 0
     full = tmp_path / "full"
     result = invoke("train", "--config", write_config(tmp_path, corpus), "--out", full, "--no-progress")
     assert result.exit_code == 0, result.output
     assert "rows split between 2 processes" in result.output and "one process" not in result.output
     half = tmp_path / "half"
-    assert invoke("train", "--config", write_config(tmp_path, corpus, max_steps=5), "--out", half,
+    assert invoke("train", "--config", write_config(tmp_path, corpus, train={"max_steps": 5}), "--out", half,
                   "--no-progress").exit_code == 0
     resumed = invoke("train", "--resume", half / "last.npz", "--set", "train.max_steps=10", "--no-progress")
     assert resumed.exit_code == 0, resumed.output
@@ -206,7 +200,7 @@ def test_a_split_run_matches_one_process_and_resumes_exactly(tmp_path, corpus):
 
 
 def test_more_processes_than_rows_is_a_one_line_config_error(tmp_path, corpus):
-    result = CliRunner().invoke(cli, ["train", "--config", str(write_config(tmp_path, corpus, processes=8)),
+    result = CliRunner().invoke(cli, ["train", "--config", str(write_config(tmp_path, corpus, train={"processes": 8})),
                                       "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "train.processes (8) must not exceed train.batch_size (6)" in result.output
@@ -214,7 +208,8 @@ def test_more_processes_than_rows_is_a_one_line_config_error(tmp_path, corpus):
 
 
 def test_ctrl_c_to_the_process_group_saves_and_resumes(tmp_path, corpus, assert_resumes):
-    config = write_config(tmp_path, corpus, max_steps=100_000, eval_every=100_000, dtype="float32")
+    config = write_config(tmp_path, corpus, train={"max_steps": 100_000, "eval_every": 100_000,
+                                                   "dtype": "float32"})
     out = tmp_path / "run"
     shm_before = set(os.listdir("/dev/shm"))
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--config", str(config),

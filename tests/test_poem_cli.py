@@ -10,9 +10,7 @@ from click.testing import CliRunner
 from charrnn.cli import cli
 from charrnn.poetry import FORMS
 
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+from runs import invoke
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,7 @@ def checkpoint(tmp_path_factory, repo_root):
         "train": {"batch_size": 4, "seq_len": 32, "max_steps": 3, "eval_every": 3, "sample_length": 0},
     }
     (directory / "c.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    result = run("train", "--config", directory / "c.yaml", "--out", directory / "run", "--no-progress")
+    result = invoke("train", "--config", directory / "c.yaml", "--out", directory / "run", "--no-progress")
     assert result.exit_code == 0, result.output
     return directory / "run" / "last.npz", corpus
 
@@ -37,10 +35,10 @@ def checkpoint(tmp_path_factory, repo_root):
 @pytest.mark.parametrize("form", list(FORMS))
 def test_200_poems_all_in_the_requested_form(checkpoint, form, tmp_path):
     ckpt, corpus = checkpoint
-    result = run("poem", ckpt, "--form", form, "--num", 200, "--seed", 1)
+    result = invoke("poem", ckpt, "--form", form, "--num", 200, "--seed", 1)
     assert result.exit_code == 0, result.output
     (tmp_path / "poems.txt").write_text(result.output, encoding="utf-8")
-    metrics = run("poem-metrics", tmp_path / "poems.txt", "--json")
+    metrics = invoke("poem-metrics", tmp_path / "poems.txt", "--json")
     m = json.loads(metrics.output)
     assert m["poems"] == 200 and m["valid"] == 1.0 and m["forms"][form] == 1.0
 
@@ -49,8 +47,8 @@ def test_acrostic_heads_are_exact_and_seed_reproduces(checkpoint):
     ckpt, corpus = checkpoint
     text = corpus.read_text(encoding="utf-8")
     acrostic = "".join(sorted({c for c in text if "\u4e00" <= c <= "\u9fff"}, key=text.count)[-8:])
-    first = run("poem", ckpt, "--form", "wulv", "--acrostic", acrostic, "--num", 5, "--seed", 3)
-    again = run("poem", ckpt, "--form", "五言律诗", "--acrostic", acrostic, "--num", 5, "--seed", 3)
+    first = invoke("poem", ckpt, "--form", "wulv", "--acrostic", acrostic, "--num", 5, "--seed", 3)
+    again = invoke("poem", ckpt, "--form", "五言律诗", "--acrostic", acrostic, "--num", 5, "--seed", 3)
     assert first.exit_code == 0 and first.output == again.output
     for poem in first.output.split():
         lines = [line for part in poem.split("。") for line in part.split("，") if line]
@@ -59,10 +57,10 @@ def test_acrostic_heads_are_exact_and_seed_reproduces(checkpoint):
 
 def test_rhyme_and_no_copy(checkpoint, tmp_path):
     ckpt, corpus = checkpoint
-    result = run("poem", ckpt, "--form", "qijue", "--num", 100, "--seed", 2, "--rhyme", "--no-copy")
+    result = invoke("poem", ckpt, "--form", "qijue", "--num", 100, "--seed", 2, "--rhyme", "--no-copy")
     assert result.exit_code == 0, result.output
     (tmp_path / "p.txt").write_text(result.output, encoding="utf-8")
-    m = json.loads(run("poem-metrics", tmp_path / "p.txt", "--corpus", corpus, "--json").output)
+    m = json.loads(invoke("poem-metrics", tmp_path / "p.txt", "--corpus", corpus, "--json").output)
     assert m["rhyme"] == 1.0 and m["copied"] == 0.0
 
 

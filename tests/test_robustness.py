@@ -7,6 +7,7 @@ resumes.
 """
 
 import errno
+import functools
 import json
 import os
 import pickle
@@ -19,11 +20,12 @@ import time
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.cli import cli
 from charrnn.model import CharRNN
+
+import runs
+from runs import invoke, records
 
 # The corpus ends with a few non-ASCII characters so encodings and <unk> have something to bite on.
 _EXTRA = "\nA café, a naïve rôle.\n"
@@ -42,23 +44,14 @@ def corpus(tmp_path_factory, text):
     return path
 
 
-def write_config(directory, corpus, name="config.yaml", **sections):
-    cfg = {
-        "name": "t",
-        "data": {"path": str(corpus), "val_fraction": 0.05},
-        "model": {"cell": "lstm", "hidden_size": 8, "num_layers": 1},
-        "train": {"batch_size": 4, "seq_len": 16, "max_steps": 4, "eval_every": 2, "log_every": 1,
-                  "sample_length": 10, "seed": 1},
-    }
-    for section, values in sections.items():
-        cfg[section].update(values)
-    path = directory / name
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
-def invoke(*args, charset="utf-8"):
-    return CliRunner(charset=charset).invoke(cli, [str(a) for a in args], catch_exceptions=False)
+BASE_CONFIG = {
+    "name": "t",
+    "data": {"val_fraction": 0.05},
+    "model": {"cell": "lstm", "hidden_size": 8, "num_layers": 1},
+    "train": {"batch_size": 4, "seq_len": 16, "max_steps": 4, "eval_every": 2, "log_every": 1,
+              "sample_length": 10, "seed": 1},
+}
+write_config = functools.partial(runs.write_config, base=BASE_CONFIG)
 
 
 def assert_error(result, status, *needles):
@@ -79,11 +72,6 @@ def assert_last_error(result, status, *needles):
     assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr
     for needle in needles:
         assert str(needle) in errors[0], (needle, errors[0])
-
-
-def records(run_dir, event=None):
-    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [r for r in map(json.loads, lines) if event is None or r["event"] == event]
 
 
 def listing(directory):
