@@ -291,21 +291,23 @@ def _append_text(path: Path, text: str) -> None:
                            "the checkpoints saved so far are intact") from None
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, forget events logged after the checkpoint: they will happen again."""
-    if not path.exists():
+def _copy_metrics(source: Path, target: Path, step: int, cut: tuple[str, ...] | None = None) -> None:
+    """target gets source's events (source may be target) without those of the kinds in `cut`
+    (default: every kind) logged after `step`: they are undone and will happen again."""
+    if not source.exists():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in source.read_text(encoding="utf-8").splitlines():
         try:
-            if json.loads(line).get("step", 0) <= step:
-                kept.append(line)
+            record = json.loads(line)
         except ValueError:
             continue  # a line cut short by a crash
+        if record.get("step", 0) <= step or (cut is not None and record.get("event") not in cut):
+            kept.append(line)
     # through a temporary file: a crash here must not cut the history short
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(temporary, path)
+    os.replace(temporary, target)
 
 
 def _save(path: Path, capture: tuple[dict, dict]) -> None:
@@ -321,6 +323,17 @@ def _save(path: Path, capture: tuple[dict, dict]) -> None:
 def _total_steps(t, windows_per_epoch: int) -> int | None:
     limits = [n for n in (t.max_steps, t.max_epochs and t.max_epochs * windows_per_epoch) if n]
     return min(limits) if limits else None
+
+
+def _check_schedule_fits(t, windows_per_epoch: int) -> None:
+    """UsageError unless a cosine decay has steps left after its warm-up."""
+    total = _total_steps(t, windows_per_epoch)
+    if t.schedule == "cosine" and total is not None and total <= t.warmup_steps:
+        limits = " and ".join(f"train.{key} {getattr(t, key)}" for key in ("max_steps", "max_epochs")
+                              if getattr(t, key) is not None)
+        raise UsageError(f"train.warmup_steps ({t.warmup_steps}) must be fewer than the {total} steps "
+                         f"of the run ({limits}, {windows_per_epoch} windows per epoch), "
+                         "or the cosine decay has no steps left")
 
 
 def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
@@ -360,9 +373,11 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
             raise CharRNNError(f"{flag} {source}: its vocabulary ({len(old_vocab)} characters) differs "
                                f"from the corpus ({len(vocab)}); differing: {''.join(lost)!r}")
         if old_model.config() != model.config():
-            diff = {k: v for k, v in model.config().items() if old_model.config()[k] != v}
-            raise CharRNNError(f"{flag} {source}: the model differs from the checkpoint's ({diff}); "
-                               "keep the model section as it was")
+            saved = old_model.config()
+            diff = ", ".join(f"{key} {value!r} (checkpoint: {saved[key]!r})"
+                             for key, value in model.config().items() if saved[key] != value)
+            raise CharRNNError(f"{flag} {source}: the config's model differs from the checkpoint's: "
+                               f"{diff}; keep the model section as it was")
         for key, value in old_model.params.items():
             model.params[key][...] = value
     optimizer = make_optimizer(t.optimizer, model.params, **_optimizer_args(t))
@@ -374,20 +389,25 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
                                f"epoch, but the text now gives {stream.windows_per_epoch} windows per "
                                "epoch; keep the data and train.seq_len as they were, or use --init-from")
 
+    _check_schedule_fits(t, stream.windows_per_epoch)
+
     # Before anything is written: a run whose workers cannot start leaves no trace.
     workers = _start_workers(model, t.processes)
     with workers or contextlib.nullcontext():
         run_dir = (Path(out_dir) if out_dir
                    else Path(resume).parent if resume else Path(cfg.out_dir) / cfg.name)
-        _prepare_run_dir(run_dir, fresh=not resume, overwrite=overwrite)
+        # --resume with --out elsewhere continues the run in a new directory: one that must not
+        # already hold another run, and that starts with the history up to the checkpoint.
+        in_place = bool(resume) and run_dir.resolve() == Path(resume).resolve().parent
+        _prepare_run_dir(run_dir, fresh=not in_place, overwrite=overwrite)
         metrics_path = run_dir / "metrics.jsonl"
-        if resume:
-            _truncate_metrics(metrics_path, run.progress.step)
-        else:
+        if not in_place:
             # A replaced run's files go now, not at the first evaluation: a crash before it must not
             # leave the old run's checkpoints looking like this one's.
             for name in ("metrics.jsonl", "samples.txt", "last.npz", "best.npz"):
                 (run_dir / name).unlink(missing_ok=True)
+        if resume:
+            _copy_metrics(Path(resume).parent / "metrics.jsonl", metrics_path, run.progress.step)
         dump_config(cfg, str(run_dir / "config.yaml"))
 
         if note:
@@ -455,22 +475,25 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
         out(line)
 
     def rollback(loss: float, norm: float) -> None:
-        p_lost, kept = p.step, (p.rollbacks + 1, p.lr_scale * t.rollback_lr_factor, p.elapsed)
-        run.restore(*good, source="the last good state")
-        p.rollbacks, p.lr_scale, p.elapsed = kept
-        p.loss_avg, p.avg_steps = None, 0
-        _append_jsonl(metrics_path, {"event": "rollback", "step": p_lost, "to_step": p.step,
-                                     "loss": loss if math.isfinite(loss) else str(loss),
-                                     "grad_norm": norm if math.isfinite(norm) else str(norm),
-                                     "lr_scale": p.lr_scale, "rollbacks": p.rollbacks})
-        if p.rollbacks > t.max_rollbacks:
-            _append_jsonl(metrics_path, {"event": "diverged", "step": p_lost, "rollbacks": p.rollbacks})
+        p_lost = p.step
+        seen = {"loss": loss if math.isfinite(loss) else str(loss),
+                "grad_norm": norm if math.isfinite(norm) else str(norm)}
+        if p.rollbacks >= t.max_rollbacks:
+            _append_jsonl(metrics_path, {"event": "diverged", "step": p_lost, **seen,
+                                         "rollbacks": p.rollbacks})
             last = run_dir / "last.npz"
             saved = f"{last} holds the last good state; " if last.exists() else ""
             raise CharRNNError(
-                f"training diverged {p.rollbacks} times (last at step {p_lost}, loss {loss:.4g}); "
+                f"training diverged {p.rollbacks + 1} times (last at step {p_lost}, loss {loss:.4g}); "
                 f"{saved}lower train.learning_rate (now {t.learning_rate:g}) or tighten "
                 f"train.grad_clip (now {t.grad_clip:g})")
+        kept = (p.rollbacks + 1, p.lr_scale * t.rollback_lr_factor, p.elapsed)
+        run.restore(*good, source="the last good state")
+        p.rollbacks, p.lr_scale, p.elapsed = kept
+        p.loss_avg, p.avg_steps = None, 0
+        _copy_metrics(metrics_path, metrics_path, p.step, cut=("train",))  # undone steps come again
+        _append_jsonl(metrics_path, {"event": "rollback", "step": p_lost, "to_step": p.step, **seen,
+                                     "lr_scale": p.lr_scale, "rollbacks": p.rollbacks})
         out(f"step {p_lost}: loss {loss:.4g}, grad norm {norm:.4g} - diverging; rolled back to step "
             f"{p.step}, learning rate x{p.lr_scale:g} (rollback {p.rollbacks} of {t.max_rollbacks})")
 
@@ -502,6 +525,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             if not (math.isfinite(loss) and math.isfinite(norm)) or spike:
                 p.elapsed += time.perf_counter() - began
                 rollback(loss, norm)
+                window_losses, window_norms, window_time = [], [], 0.0  # figures of undone steps
                 bar.n = p.step
                 continue
             lr = p.lr_scale * learning_rate(p.step, t.learning_rate, t.schedule, t.warmup_steps,

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -384,6 +385,13 @@ def test_init_from_a_checkpoint_with_another_vocabulary_is_refused(trained, tmp_
     assert not (tmp_path / "out").exists()
 
 
+
+def test_init_from_a_checkpoint_of_another_model_names_both_values(trained, tmp_path, corpus):
+    result = invoke("train", "--config", write_config(tmp_path, corpus, model={"cell": "gru", "hidden_size": 9}),
+                    "--init-from", trained / "last.npz", "--out", tmp_path / "out")
+    assert_error(result, 1, "--init-from", "cell 'gru' (checkpoint: 'lstm')", "hidden_size 9 (checkpoint: 8)")
+    assert not (tmp_path / "out").exists()
+
 # -- sampling -----------------------------------------------------------------------------------
 
 
@@ -577,6 +585,41 @@ def test_resume_skips_cut_metrics_lines_and_clears_stale_temporaries(trained, tm
     assert not stale.exists() and alive.exists()
 
 
+def _contents(directory):
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def test_resume_into_another_directory_keeps_both_runs(trained, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(trained, other)
+    before, theirs = _contents(trained), _contents(other)
+    result = invoke("train", "--resume", trained / "last.npz", "--out", other, "--no-progress")
+    assert_error(result, 2, f"{other} already holds a run", "--overwrite")
+    assert _contents(other) == theirs
+
+    fork = tmp_path / "fork"
+    result = invoke("train", "--resume", trained / "last.npz", "--out", fork, "--set", "train.max_steps=6",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert [r["step"] for r in records(fork, "train")] == [1, 2, 3, 4, 5, 6]  # the history comes along
+    assert load_checkpoint(fork / "last.npz")[1]["progress"]["step"] == 6
+    assert _contents(trained) == before
+
+
+@pytest.mark.parametrize("limits, needles", [
+    ({"max_steps": 4, "warmup_steps": 4}, ["train.warmup_steps (4)", "the 4 steps", "train.max_steps 4"]),
+    ({"max_steps": None, "max_epochs": 1, "warmup_steps": 10**6}, ["train.max_epochs 1", "windows per epoch"]),
+])
+def test_a_cosine_decay_with_no_steps_after_warm_up_changes_nothing(trained, tmp_path, corpus, limits, needles):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    before = _contents(out)
+    config = write_config(tmp_path, corpus, train={"schedule": "cosine", **limits})
+    result = invoke("train", "--config", config, "--out", out, "--overwrite", "--no-progress")
+    assert_error(result, 2, *needles, "cosine")
+    assert _contents(out) == before
+
+
 # -- divergence ---------------------------------------------------------------------------------
 
 
@@ -586,11 +629,13 @@ def test_divergence_rolls_back_lowers_the_learning_rate_then_gives_up(tmp_path, 
     out = tmp_path / "run"
     result = invoke("train", "--config", config, "--out", out, "--no-progress")
     assert_last_error(result, 1, "training diverged 3 times", "lower train.learning_rate (now 10000)")
-    rollbacks = records(out, "rollback")
-    assert [r["lr_scale"] for r in rollbacks] == [0.5, 0.25, 0.125]
-    assert [r["event"] for r in records(out)][-1] == "diverged"
     # the first step is taken again after each rollback, each time more gently
-    assert [r["lr"] for r in records(out, "train") if r["step"] == 1] == [1e4, 5e3, 2.5e3]
+    assert [(r["to_step"], r["lr_scale"]) for r in records(out, "rollback")] == [(0, 0.5), (0, 0.25)]
+    [diverged] = records(out, "diverged")
+    assert records(out)[-1] == diverged and diverged["rollbacks"] == 2
+    steps = [r["step"] for r in records(out, "train")]
+    assert steps == list(range(1, len(steps) + 1))  # the undone steps' records are gone
+    assert records(out, "train")[0]["lr"] == 2.5e3
     assert not (out / "last.npz").exists()
 
 
@@ -610,6 +655,9 @@ def test_one_rollback_lets_training_recover_and_finish(tmp_path, corpus, monkeyp
     assert "diverging; rolled back to step 3" in result.stderr
     [rollback] = records(out, "rollback")
     assert (rollback["step"], rollback["to_step"], rollback["lr_scale"]) == (4, 3, 0.5)
+    # the undone step 4 is logged once, as retaken, and its loss is not averaged into any record
+    assert [r["step"] for r in records(out, "train")] == list(range(1, 9))
+    assert [r["loss"] for r in records(out, "train")] == [calls[i] for i in (0, 1, 2, 5, 6, 7, 8, 9)]
     lrs = {r["step"]: r["lr"] for r in records(out, "train")}
     assert lrs[3] == 2e-3 and lrs[4] == lrs[8] == 1e-3
     progress = load_checkpoint(out / "last.npz")[1]["progress"]
