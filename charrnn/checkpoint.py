@@ -230,10 +230,35 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _count(minimum: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+# What each entry of a model description must hold: (test, said in the message when it fails).
+_MODEL_FIELDS = {
+    "vocab_size": (_count(1), "an integer >= 1"),
+    "hidden_size": (_count(1), "an integer >= 1"),
+    "num_layers": (_count(1), "an integer >= 1"),
+    "embedding_size": (_count(0), "an integer >= 0"),
+    "cell": (lambda v: v in ("lstm", "gru", "rnn"), "lstm, gru or rnn"),
+    "dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
+    "peephole": (lambda v: isinstance(v, bool), "true or false"),
+    "nonlinearity": (lambda v: v in ("tanh", "relu"), "tanh or relu"),
+    "dtype": (lambda v: v in ("float32", "float64"), "float32 or float64"),
+}
+
+
 def _model_description(meta: dict, path: str) -> dict:
     description = meta.get("model")
     if not isinstance(description, dict):
         raise CharRNNError(f"{path}: the checkpoint has no model description; is it a charrnn checkpoint?")
+    for key, value in description.items():
+        if key not in _MODEL_FIELDS:
+            raise CharRNNError(f"{path}: invalid model description (unknown entry {key!r})")
+        valid, expected = _MODEL_FIELDS[key]
+        if not valid(value):
+            raise CharRNNError(f"{path}: invalid model description ({key} is {value!r}, "
+                               f"expected {expected})")
     return description
 
 
@@ -266,6 +291,9 @@ def model_from_checkpoint(arrays: dict[str, np.ndarray], meta: dict, path: str):
         if value.shape != shape or value.dtype != model.dtype:
             raise CharRNNError(f"{path}: parameter {key!r} is {value.dtype}{list(value.shape)}, "
                                f"expected {model.dtype}{list(shape)}")
+        if not np.isfinite(value).all():
+            raise CharRNNError(f"{path}: parameter {key!r} holds NaN or infinite values; "
+                               "use an earlier checkpoint of the run")
         params[key] = np.array(value)  # writable and owned
     model.params = params
     return model, vocab

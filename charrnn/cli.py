@@ -51,9 +51,7 @@ class _Cli(click.Group):
             status = super().main(args=args, prog_name=prog_name or "charrnn",
                                   standalone_mode=False, **extra)
         except click.UsageError as exc:
-            where = f" (see 'charrnn {exc.ctx.command_path.split(' ', 1)[-1]} --help')" \
-                if exc.ctx and " " in exc.ctx.command_path else " (see 'charrnn --help')"
-            _fail(2, exc.format_message() + where)
+            _fail(2, f"{exc.format_message()} (see '{self._help_for(exc, args)}')")
         except click.ClickException as exc:
             _fail(exc.exit_code, exc.format_message())
         except UsageError as exc:
@@ -79,6 +77,14 @@ class _Cli(click.Group):
             _fail(1, "out of memory; use a smaller model (model.hidden_size, model.num_layers) "
                      "or fewer parallel rows (train.batch_size, --batch-size, --num-samples)")
         sys.exit(status if isinstance(status, int) else 0)
+
+    def _help_for(self, exc: click.UsageError, args) -> str:
+        """The help command for a usage error: the subcommand's when one was named."""
+        if exc.ctx and " " in exc.ctx.command_path:
+            return f"charrnn {exc.ctx.command_path.split(' ', 1)[-1]} --help"
+        # Errors found while parsing options carry no context: the first word names the command.
+        words = [a for a in (sys.argv[1:] if args is None else args) if not str(a).startswith("-")]
+        return f"charrnn {words[0]} --help" if words and words[0] in self.commands else "charrnn --help"
 
 
 @click.group(cls=_Cli, context_settings=_SETTINGS, no_args_is_help=False)
@@ -137,7 +143,7 @@ def _sampling_options(func):
                         help="Keep only the K most probable characters.")(func)
     func = click.option("--temperature", "-t", type=float, default=0.8,
                         help="Softmax temperature; 0 = greedy, <1 safer, >1 wilder.")(func)
-    func = click.option("--seed", type=int, default=None,
+    func = click.option("--seed", type=click.IntRange(min=0), default=None,
                         help="Random seed; the same seed gives the same text [default: random].")(func)
     return func
 
@@ -179,9 +185,9 @@ def sample(checkpoint, seed, temperature, top_k, top_p, prime, length, num_sampl
 @click.argument("files", nargs=-1, type=click.Path())
 @click.option("--val", "use_val", is_flag=True,
               help="Evaluate the validation split of the checkpoint's own training data.")
-@click.option("--batch-size", type=int, default=None,
+@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=None,
               help="Parallel rows [default: the checkpoint's train.batch_size, as the trainer used].")
-@click.option("--seq-len", type=int, default=None, help="Window length [default: the checkpoint's train.seq_len].")
+@click.option("--seq-len", type=click.IntRange(1, 1_000_000), default=None, help="Window length [default: the checkpoint's train.seq_len].")
 @click.option("--encoding", default="utf-8", help="Text encoding of FILES.")
 def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
     """Loss (nats), bits per character and perplexity of a checkpoint on text files."""
@@ -194,11 +200,18 @@ def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
     if not files and not use_val:
         raise click.UsageError("give text FILES to evaluate, or --val")
     model, vocab, meta, _ = load_model(checkpoint)
-    trained = meta.get("config", {}).get("train", {})
-    B = batch_size or trained.get("batch_size", 32)
-    T = seq_len or trained.get("seq_len", 64)
-    if B < 1 or T < 1:
-        raise click.UsageError("--batch-size and --seq-len must be >= 1")
+    saved = meta.get("config") if isinstance(meta.get("config"), dict) else None
+    if saved is None and use_val:
+        raise CharRNNError(f"{checkpoint}: holds no training config, so it has no validation "
+                           "split; evaluate text FILES instead of --val")
+    trained = (saved or {}).get("train")
+    trained = trained if isinstance(trained, dict) else {}
+    B = batch_size if batch_size is not None else trained.get("batch_size", 32)
+    T = seq_len if seq_len is not None else trained.get("seq_len", 64)
+    for option, value in (("--batch-size", B), ("--seq-len", T)):
+        if not (isinstance(value, int) and 1 <= value <= 1_000_000):
+            raise CharRNNError(f"{checkpoint}: its config's {option[2:].replace('-', '_')} is "
+                               f"{value!r}, not a count of 1 to 1,000,000; pass {option}")
 
     def report(name: str, ids: np.ndarray, excluded: int):
         if len(ids) < 2:
@@ -209,7 +222,7 @@ def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
                    f"{bits_per_char(nats):.6f} bits/char, perplexity {math.exp(nats):.3f}")
 
     if use_val:
-        cfg = load_config(checkpoint, base=meta.get("config"))
+        cfg = load_config(checkpoint, base=saved)
         corpus_vocab, _, val_ids, _ = load_corpus(cfg)
         if corpus_vocab != vocab:
             raise CharRNNError(f"{checkpoint}: the training data changed since this checkpoint "
@@ -232,10 +245,11 @@ def info(checkpoint):
     from .checkpoint import load_model
     from .config import config_text
 
-    model, vocab, meta, arrays = load_model(checkpoint)
+    model, vocab, meta, _ = load_model(checkpoint)
     m = model.config()
-    progress = meta.get("progress", {})
+    progress = meta.get("progress") if isinstance(meta.get("progress"), dict) else {}
     best = progress.get("best_val", math.inf)
+    elapsed = progress.get("elapsed")
     lines = [
         f"checkpoint   {checkpoint} (format {meta.get('format_version')}, charrnn {meta.get('charrnn_version', '?')})",
         f"model        {m['cell']}{' (peephole)' if m['peephole'] else ''}{' ' + m['nonlinearity'] if m['cell'] == 'rnn' else ''}, "
@@ -245,7 +259,7 @@ def info(checkpoint):
         f"parameters   {model.num_params():,}",
         f"vocabulary   {len(vocab)} characters{' (with <unk>)' if vocab.unk_id is not None else ''}",
         f"progress     step {progress.get('step', '?')}, epoch {progress.get('epoch', '?')}, "
-        f"trained {progress.get('elapsed', 0.0) / 60:.1f} min",
+        "trained " + (f"{elapsed / 60:.1f} min" if isinstance(elapsed, (int, float)) else "?"),
         "best val     " + (f"{best:.4f} nats ({best / math.log(2):.4f} bits/char)"
                            if isinstance(best, float) and math.isfinite(best) else "n/a"),
         f"saved at     {meta.get('saved_at', '?')}",
@@ -271,11 +285,13 @@ def info(checkpoint):
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               help="Check with dropout (fixed masks).")
 @click.option("--threshold", type=float, default=1e-6, help="Largest acceptable norm-wise relative error.")
-@click.option("--seed", type=int, default=0, help="Seed of the random problem.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the random problem.")
 def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, relu, dropout, threshold, seed):
     """Check every analytic gradient against central differences in float64."""
     from .gradcheck import check_model, random_problem
 
+    if not 0 <= threshold < math.inf:
+        raise click.UsageError(f"--threshold must be a finite number >= 0, got {threshold}")
     if peephole and cell != "lstm":
         raise click.UsageError("--peephole applies to --cell lstm only")
     if relu and cell != "rnn":
@@ -288,7 +304,7 @@ def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, re
     for key, err in errors.items():
         click.echo(f"{key:<{width}}  {err:.2e}  {'ok' if err <= threshold else 'FAIL'}")
     worst = max(errors, key=errors.get)
-    failed = sum(err > threshold for err in errors.values())
+    failed = sum(not err <= threshold for err in errors.values())  # a NaN error fails
     click.echo(f"worst {worst} {errors[worst]:.2e}; {len(errors) - failed} passed, {failed} failed "
                f"(threshold {threshold:g})")
     return 1 if failed else 0
@@ -302,7 +318,7 @@ def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, re
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
               help="Share of poems held out for validation.")
-@click.option("--seed", type=int, default=1, help="Seed of the train/val split.")
+@click.option("--seed", type=click.IntRange(min=0), default=1, help="Seed of the train/val split.")
 @click.option("--rhymes", "rhymes_path", type=click.Path(dir_okay=False), default=None,
               help="Also rebuild the rhyme table at this path (the package's is charrnn/data/rhymes.json).")
 def prepare_tang(raw_dir, out_dir, val_fraction, seed, rhymes_path):

@@ -114,9 +114,9 @@ class ModelConfig(_Section):
     _section: ClassVar[str] = "model"
 
     cell: str = _spec("lstm", choices=("lstm", "gru", "rnn"))  # recurrent cell type
-    hidden_size: int = _spec(128, ge=1)  # units per recurrent layer
+    hidden_size: int = _spec(128, ge=1, le=65536)  # units per recurrent layer
     num_layers: int = _spec(2, ge=1, le=16)  # stacked recurrent layers
-    embedding_size: int = _spec(0, ge=0)  # 0 = one-hot input straight into the first layer
+    embedding_size: int = _spec(0, ge=0, le=65536)  # 0 = one-hot input straight into the first layer
     dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # drop probability on recurrent layer outputs
     peephole: bool = False  # LSTM gates also see the cell state (lstm only)
     nonlinearity: str = _spec("tanh", choices=("tanh", "relu"))  # vanilla RNN activation (rnn only)
@@ -139,8 +139,8 @@ class TrainConfig(_Section):
 
     _section: ClassVar[str] = "train"
 
-    batch_size: int = _spec(32, ge=1)  # parallel streams through the text
-    seq_len: int = _spec(64, ge=1)  # timesteps per truncated-BPTT window
+    batch_size: int = _spec(32, ge=1, le=1_000_000)  # parallel streams through the text
+    seq_len: int = _spec(64, ge=1, le=1_000_000)  # timesteps per truncated-BPTT window
     optimizer: str = _spec("adam", choices=("sgd", "adagrad", "rmsprop", "adam"))  # update rule
     learning_rate: float = _spec(2e-3, gt=0.0)  # base step size (peak of the schedule)
     momentum: float = _spec(0.9, ge=0.0, lt=1.0)  # sgd only; 0 = plain SGD
@@ -162,7 +162,7 @@ class TrainConfig(_Section):
     max_time: float | None = _spec(None, gt=0.0)  # stop after this many seconds of training
     eval_every: int = _spec(200, ge=1)  # steps between validation, sample and checkpoint
     log_every: int = _spec(10, ge=1)  # steps between training-loss log lines
-    sample_length: int = _spec(200, ge=0)  # characters sampled at each evaluation (0 = none)
+    sample_length: int = _spec(200, ge=0, le=1_000_000)  # characters sampled at each evaluation (0 = none)
     seed: int = _spec(1234, ge=0)  # seeds initialisation, dropout and samples
     dtype: str = _spec("float32", choices=("float32", "float64"))  # parameter/activation precision
     processes: int = _spec(1, ge=1, le=64)  # processes sharing each window's rows (1 = no workers)

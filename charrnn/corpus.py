@@ -81,14 +81,18 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
     Decoding is strict. A leading byte-order mark is dropped and CRLF line ends become LF.
     Raises CharRNNError for a missing file, a directory, an empty file, a binary file (NUL bytes)
     or undecodable bytes (the message gives the byte offset, in the decompressed data for .gz);
-    UsageError for an unknown encoding name.
+    UsageError for an unknown encoding name or a codec that is not a text encoding (base64).
     """
     path = os.fspath(path)
     try:
         codec = codecs.lookup(encoding).name
+        "a".encode(codec)  # a LookupError for bytes-to-bytes codecs such as base64
+    except UnicodeError:
+        pass  # a text codec that cannot represent "a" is still a text codec
     except LookupError:
         raise UsageError(
-            f"unknown encoding {encoding!r} (--encoding / data.encoding); try e.g. utf-8 or latin-1"
+            f"{encoding!r} is not a text encoding Python knows (--encoding / data.encoding); "
+            "try e.g. utf-8 or latin-1"
         ) from None
     data = _read_bytes(path)
     if not data:

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from charrnn.errors import CharRNNError, UsageError
-from charrnn.sample import check_count, check_sampling_options, choose
+from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose
 
 COMMA, PERIOD = "，", "。"
 
@@ -345,7 +345,7 @@ def compose(model, vocab, form: str, rng: np.random.Generator, *, num: int = 1,
     """
     spec = get_form(form)
     check_sampling_options(temperature, top_k, top_p)
-    check_count(num, "--num", minimum=1)
+    check_count(num, "--num", minimum=1, maximum=MAX_SAMPLES)
     if not isinstance(start, str):
         raise UsageError("--start must be a string of Han characters")
     forced = _forced_slots(spec, vocab, acrostic, start, forbid_corpus_lines)

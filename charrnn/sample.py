@@ -29,6 +29,10 @@ _START_CHARS = ("\n", " ")
 # A single streamed sample is handed out in chunks of this many characters, so output appears
 # live without paying a decode and a write per character.
 _CHUNK = 32
+# Upper limits of a request: far beyond any real use, low enough that an absurd number is a
+# usage error or, at worst, a MemoryError before any output.
+MAX_LENGTH = 100_000_000
+MAX_SAMPLES = 100_000
 
 
 class StepModel(Protocol):
@@ -212,8 +216,8 @@ def generate(
     never produces partial output.
     """
     check_sampling_options(temperature, top_k, top_p)
-    check_count(length, "--length", minimum=0)
-    check_count(num_samples, "--num-samples", minimum=1)
+    check_count(length, "--length", minimum=0, maximum=MAX_LENGTH)
+    check_count(num_samples, "--num-samples", minimum=1, maximum=MAX_SAMPLES)
     if len(vocab) != model.vocab_size:
         raise CharRNNError(
             f"the vocabulary has {len(vocab)} characters but the model predicts "
@@ -224,19 +228,20 @@ def generate(
     context = prime_ids.tolist() or [_start_id(vocab)]
     steps = _steps(model, rng, context, num_samples, length, (temperature, top_k, top_p))
     prime_text = vocab.decode(prime_ids)
+    out = np.empty((num_samples, length), dtype=np.int64)  # now: a MemoryError before any output
     if num_samples == 1:
-        return _stream_one(vocab, prime_text, steps, length, stop_ids)
-    return _stream_many(vocab, prime_text, steps, num_samples, length, stop_ids)
+        return _stream_one(vocab, prime_text, steps, out[0], stop_ids)
+    return _stream_many(vocab, prime_text, steps, out, stop_ids)
 
 
-def check_count(value: int, option: str, minimum: int) -> None:
-    """UsageError naming `option` unless value is an integer >= minimum."""
+def check_count(value: int, option: str, minimum: int, maximum: int) -> None:
+    """UsageError naming `option` unless value is an integer from minimum to maximum."""
     try:
-        ok = operator.index(value) >= minimum
+        ok = minimum <= operator.index(value) <= maximum
     except TypeError:
         ok = False
     if not ok:
-        raise UsageError(f"{option} must be an integer >= {minimum}")
+        raise UsageError(f"{option} must be an integer from {minimum} to {maximum:,}")
 
 
 def _encode_prime(vocab: Vocab, prime: str, on_unknown: str) -> np.ndarray:
@@ -297,11 +302,11 @@ def _steps(model, rng, context, batch_size, length, options) -> Iterator[np.ndar
             logits, state = model.step(ids, state)
 
 
-def _stream_one(vocab, prime_text, steps, length, stop_ids) -> Iterator[str]:
-    """Chunks of a single sample: the prime, then the new text every _CHUNK characters."""
+def _stream_one(vocab, prime_text, steps, out, stop_ids) -> Iterator[str]:
+    """Chunks of a single sample: the prime, then the new text every _CHUNK characters.
+    out (length,): where the sample's ids are collected."""
     if prime_text:
         yield prime_text
-    out = np.empty(length, dtype=np.int64)
     n_stop = 0 if stop_ids is None else len(stop_ids)
     last_stop_id = -1 if stop_ids is None else int(stop_ids[-1])  # ids are >= 0: never matches
     done = start = 0
@@ -320,9 +325,10 @@ def _stream_one(vocab, prime_text, steps, length, stop_ids) -> Iterator[str]:
         yield vocab.decode(out[start:done])
 
 
-def _stream_many(vocab, prime_text, steps, batch_size, length, stop_ids) -> Iterator[str]:
-    """Each finished sample, in order, with its header (see `generate`)."""
-    out = np.empty((batch_size, length), dtype=np.int64)
+def _stream_many(vocab, prime_text, steps, out, stop_ids) -> Iterator[str]:
+    """Each finished sample, in order, with its header (see `generate`).
+    out (num_samples, length): where the samples' ids are collected."""
+    batch_size, length = out.shape
     ends = np.full(batch_size, length)  # number of generated characters kept per sample
     running = np.ones(batch_size, dtype=bool)
     n_stop = 0 if stop_ids is None else len(stop_ids)

@@ -161,8 +161,8 @@ def test_an_unknown_encoding_is_a_usage_error(trained, tmp_path, corpus):
     config = write_config(tmp_path, corpus)
     assert_error(invoke("train", "--config", config, "--set", "data.encoding=klingon", "--out",
                         tmp_path / "out"), 2, "data.encoding", "klingon")
-    assert_error(invoke("eval", trained / "last.npz", corpus, "--encoding", "klingon"), 2,
-                 "--encoding", "klingon")
+    for name in ("klingon", "base64"):
+        assert_error(invoke("eval", trained / "last.npz", corpus, "--encoding", name), 2, "--encoding", name)
     assert not (tmp_path / "out").exists()
 
 
@@ -212,6 +212,8 @@ def test_a_bad_config_is_a_usage_error_that_writes_nothing(tmp_path, body, needl
 @pytest.mark.parametrize("override, needles", [
     ("train.learning_rate=-1", ["--set train.learning_rate=-1", "must be > 0"]),
     ("model.num_layers=0", ["--set model.num_layers=0", "must be >= 1"]),
+    (f"model.hidden_size={10**20}", ["model.hidden_size must be >= 1 and <= 65536"]),
+    (f"train.sample_length={10**20}", ["train.sample_length must be >= 0 and <= 1e+06"]),
     ("train.seq_lenn=3", ["unknown key", "did you mean 'train.seq_len'"]),
     ("train.optimizer=adamw", ["train.optimizer must be one of"]),
 ])
@@ -247,7 +249,12 @@ def test_yaml_tags_that_build_python_objects_never_run(tmp_path, corpus):
 @pytest.mark.parametrize("args, status, needles", [
     (["train", "--bogus"], 2, ["No such option '--bogus'", "charrnn train --help"]),
     (["train"], 2, ["--config FILE is required"]),
-    (["sample"], 2, ["Missing argument 'CHECKPOINT'"]),
+    (["train", "--config"], 2, ["'--config' requires an argument", "charrnn train --help"]),
+    (["sample"], 2, ["Missing argument 'CHECKPOINT'", "charrnn sample --help"]),
+    (["eval", "x.npz", "--batch-size", "0"], 2, ["'--batch-size'", "charrnn eval --help"]),
+    (["gradcheck", "--threshold", "nan"], 2, ["--threshold must be a finite number >= 0"]),
+    (["gradcheck", "--seed", "-1"], 2, ["'--seed'"]),
+    (["prepare-tang", "raw", "out", "--seed", "-1"], 2, ["'--seed'"]),
     (["sample", "x.npz", "--length", "lots"], 2, ["'--length'", "'lots' is not a valid integer"]),
     (["sample", "x.npz", "--on-unknown", "guess"], 2, ["'--on-unknown'", "'guess' is not one of"]),
     (["frobnicate"], 2, ["No such command 'frobnicate'"]),
@@ -297,6 +304,12 @@ def _bad_checkpoint(kind, good, directory, marker):
         _save_raw(path, {k: v for k, v in arrays.items() if k != "head.W"}, meta)
     elif kind == "misshapen-array":
         _save_raw(path, {**arrays, "head.W": arrays["head.W"][:3]}, meta)
+    elif kind == "negative-size":
+        _save_raw(path, arrays, {**meta, "model": {**meta["model"], "embedding_size": -5}})
+    elif kind == "no-layers":
+        _save_raw(path, arrays, {**meta, "model": {**meta["model"], "num_layers": 0}})
+    elif kind == "nan-parameter":
+        _save_raw(path, {**arrays, "head.b": np.full_like(arrays["head.b"], np.nan)}, meta)
     elif kind == "pickled-member":
         _save_raw(path, {**arrays, "extra": np.array([_Payload(marker)], dtype=object)}, meta)
     elif kind == "pickle-file":
@@ -310,6 +323,9 @@ def _bad_checkpoint(kind, good, directory, marker):
                "unknown-format": ["unknown checkpoint format 'two'"],
                "missing-array": ["missing parameter array 'head.W'"],
                "misshapen-array": ["parameter 'head.W'", "expected float32[8,"],
+               "negative-size": ["invalid model description (embedding_size is -5, expected an integer >= 0)"],
+               "no-layers": ["invalid model description (num_layers is 0"],
+               "nan-parameter": ["parameter 'head.b' holds NaN"],
                "pickled-member": ["pickled objects; refusing to load"],
                "pickle-file": ["not a charrnn checkpoint"],
                "npy-object-array": ["not a charrnn checkpoint"]}[kind]
@@ -317,7 +333,8 @@ def _bad_checkpoint(kind, good, directory, marker):
 
 
 _CHECKPOINT_KINDS = ["missing", "not-npz", "truncated-half", "truncated-tail", "newer-format",
-                     "unknown-format", "missing-array", "misshapen-array", "pickled-member",
+                     "unknown-format", "missing-array", "misshapen-array", "negative-size", "no-layers",
+                     "nan-parameter", "pickled-member",
                      "pickle-file", "npy-object-array"]
 
 
@@ -339,6 +356,22 @@ def test_a_bad_checkpoint_fails_every_command_in_one_line(trained, tmp_path, cor
     assert listing(home) == before  # --resume wrote no config.yaml or metrics.jsonl next to it
     assert not (tmp_path / "out").exists()
     assert not marker.exists()
+
+
+def test_a_checkpoint_with_damaged_progress_or_no_config_fails_in_one_line(trained, tmp_path):
+    arrays, meta = load_checkpoint(trained / "last.npz")
+    odd = tmp_path / "odd-progress.npz"
+    _save_raw(odd, arrays, {**meta, "progress": ["not", "a", "mapping"]})
+    result = invoke("info", odd)
+    assert result.exit_code == 0, result.output
+    assert "progress     step ?, epoch ?, trained ?" in result.stdout
+    bare = tmp_path / "no-config.npz"
+    _save_raw(bare, arrays, {k: v for k, v in meta.items() if k != "config"})
+    assert_error(invoke("eval", bare, "--val"), 1, bare, "holds no training config", "FILES")
+    bad_batch = tmp_path / "bad-batch.npz"
+    config = {**meta["config"], "train": {**meta["config"]["train"], "batch_size": "many"}}
+    _save_raw(bad_batch, arrays, {**meta, "config": config})
+    assert_error(invoke("eval", bad_batch, "--val"), 1, bad_batch, "batch_size is 'many'", "--batch-size")
 
 
 def test_the_pickle_payload_is_live(trained, tmp_path):
@@ -400,7 +433,10 @@ def test_init_from_a_checkpoint_of_another_model_names_both_values(trained, tmp_
     (["--top-p", "0"], 2, ["--top-p must be in (0, 1]"]),
     (["--top-p", "1.5"], 2, ["--top-p must be in (0, 1]"]),
     (["--top-k", "0"], 2, ["--top-k must be >= 1"]),
-    (["--length", "-3"], 2, ["--length must be an integer >= 0"]),
+    (["--length", "-3"], 2, ["--length must be an integer from 0 to 100,000,000"]),
+    (["--prime", "ROMEO", "--length", str(10**20)], 2, ["--length must be an integer from 0"]),
+    (["--num-samples", str(10**20)], 2, ["--num-samples must be an integer from 1 to 100,000"]),
+    (["--seed", "-1"], 2, ["--seed", "-1"]),
     (["--prime", "Zürich ∑"], 1, ["--prime", "'ü'", "'∑'", "--on-unknown"]),
 ])
 def test_bad_sampling_options_print_nothing_but_the_error(trained, options, status, needles):
