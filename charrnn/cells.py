@@ -291,7 +291,8 @@ class GRU:
         return (np.zeros((batch_size, self.hidden_size), dtype=dtype),)
 
     def _scaled(self, p: dict, dt):
-        """k, the x-side bias (bh of r and z folded in: they only ever add) and bh_n, all times k."""
+        """k (3H,); the x-side bias (3H,), with bh of r and z folded in (they only ever add), not
+        yet scaled; and bh_n (H,) times its k, since it is added inside r * (...)."""
         H = self.hidden_size
         k = self._k.astype(dt)
         bias_x = p["bx"].copy()

@@ -8,13 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 
-def one_hot(ids: np.ndarray, depth: int, dtype=np.float32) -> np.ndarray:
-    """ids (...) int -> (..., depth) with a single 1 per row. The reference form of the input."""
-    out = np.zeros(ids.shape + (depth,), dtype=dtype)
-    np.put_along_axis(out, ids[..., None].astype(np.intp), 1, axis=-1)
-    return out
-
-
 # Rows of logits are processed in blocks of about this many elements (1 MB of float32), so the
 # five passes of a softmax run in cache instead of streaming a (N, V) array from memory each.
 _BLOCK_ELEMENTS = 1 << 18

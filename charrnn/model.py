@@ -216,8 +216,8 @@ class CharRNN:
         """
         B, T = x.shape
         _, top, new_state, _, _ = self._forward(x, state, None)
-        probs = self._head_logits(top)
-        nll = softmax_cross_entropy_(probs, np.ascontiguousarray(y.T).reshape(-1),
+        logits = self._head_logits(top)  # overwritten with probabilities
+        nll = softmax_cross_entropy_(logits, np.ascontiguousarray(y.T).reshape(-1),
                                      bias=self.params["head.b"])
         return nll.astype(np.float64).reshape(T, B).T, new_state
 

@@ -162,11 +162,6 @@ def _read_rhymes() -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
     return groups, chars
 
 
-def rhyme_groups() -> tuple[str, ...]:
-    """The names of the rhyme groups, in index order (发花辙, ...)."""
-    return _read_rhymes()[0]
-
-
 def load_rhymes() -> dict[str, frozenset[int]]:
     """character -> indices of the rhyme groups of all its readings (package data).
 

@@ -123,11 +123,6 @@ def regulate(text: str) -> str | None:
     return "".join(line + (COMMA if k % 2 == 0 else PERIOD) for k, line in enumerate(lines))
 
 
-def clean_poem(text: str) -> str | None:
-    """A raw poem body -> its canonical regulated form (not converted), or None."""
-    return regulate(strip_annotations(text))
-
-
 def opencc_t2s() -> Callable[[str], str]:
     """OpenCC's traditional -> simplified converter; CharRNNError if OpenCC is not installed."""
     try:

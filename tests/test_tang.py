@@ -104,8 +104,8 @@ def digest(folder):
     ("白日依山尽，黄河入海流。欲穷千里目，更上层楼。", None),
     ("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。白日依山尽，黄河入海流。", None),
 ])
-def test_clean_poem(raw_text, expected):
-    assert tang.clean_poem(raw_text) == expected
+def test_annotations_stripped_then_regulated(raw_text, expected):
+    assert tang.regulate(tang.strip_annotations(raw_text)) == expected
 
 
 def test_prepare_selects_cleans_converts_and_dedupes(raw, tmp_path):
