@@ -411,7 +411,7 @@ def poem_metrics(file, corpus_path, as_json):
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--output", "-o", default="curves.png", type=click.Path(dir_okay=False),
-              help="Image file to write (.png, .svg, .pdf).")
+              help="Image file to write; its suffix picks the format (.png, .svg, .pdf, ...).")
 def plot(run_dirs, output):
     """Learning curves of runs, overlaid: loss against steps and wall time (needs the [plot] extra)."""
     from .plot import plot_runs

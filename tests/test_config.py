@@ -6,6 +6,7 @@ import pathlib
 import textwrap
 
 import pytest
+import yaml
 
 from charrnn.config import (Config, DataConfig, ModelConfig, TrainConfig, config_from_dict,
                             config_to_dict, dump_config, load_config)
@@ -375,3 +376,46 @@ def test_tiny_config_is_small_and_shakespeare_is_the_big_one():
     assert tiny.model.num_layers == 1 and tiny.train.max_steps <= 1000
     assert big.model.num_layers == 2 and big.model.hidden_size >= 256
     assert big.train.schedule == "cosine" and big.train.max_time == 3600
+
+
+# -- the README's table of keys ---------------------------------------------------------------
+
+
+def _number(value):
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e7 else f"{value:g}"
+
+
+def _allowed(f) -> str | None:
+    """The README's 'allowed' cell for a field with declared rules (None: free text)."""
+    rules, kinds = f.metadata, getattr(f.type, "__args__", (f.type,))
+    low = ("[", rules["ge"]) if "ge" in rules else ("(", rules["gt"]) if "gt" in rules else None
+    high = (rules["le"], "]") if "le" in rules else (rules["lt"], ")") if "lt" in rules else None
+    if "choices" in rules:
+        text = ", ".join(f"`{choice}`" for choice in rules["choices"])
+    elif low and high:
+        text = f"{low[0]}{_number(low[1])}, {_number(high[0])}{high[1]}"
+    elif low:
+        text = f"{'>=' if low[0] == '[' else '>'} {_number(low[1])}"
+    elif bool in kinds:
+        text = "`true`, `false`"
+    else:
+        return None
+    return text + (", `null`" if type(None) in kinds else "")
+
+
+def test_the_readme_lists_every_key_with_its_default_and_range(repo_root):
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    rows = [line.split(" | ") for line in readme.splitlines()
+            if line.startswith("| `") and line.count(" | ") == 3]
+    table = {key.strip("|` "): (default.strip("`"), allowed) for key, default, allowed, _ in rows}
+    fields = {}
+    for prefix, section in (("", Config), ("data.", DataConfig), ("model.", ModelConfig), ("train.", TrainConfig)):
+        fields.update({prefix + f.name: f for f in dataclasses.fields(section)
+                       if f.name not in ("data", "model", "train")})
+    assert list(table) == list(fields)
+    for key, f in fields.items():
+        default, allowed = table[key]
+        value = yaml.safe_load(default)
+        assert (float(value) == f.default if isinstance(f.default, float) else value == f.default), key
+        expected = _allowed(f)
+        assert allowed == expected if expected else allowed, key
