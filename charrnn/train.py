@@ -450,6 +450,13 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
     bar = tqdm(total=total, initial=p.step, disable=not show_progress, unit="step",
                dynamic_ncols=True, file=sys.stderr, leave=True)
     out = (lambda msg: bar.write(msg, file=sys.stderr)) if show_progress else say
+    shown = {"loss": math.nan, "chars_per_s": 0.0}  # the bar's figures from the last log line
+
+    def show() -> None:
+        val = math.nan if run.last_val is None else run.last_val
+        bar.set_postfix_str(f"ep {p.epoch} loss {shown['loss']:.3f} val {val:.3f} "
+                            f"bpc {bits_per_char(shown['loss']):.2f} {shown['chars_per_s']:,.0f} c/s",
+                            refresh=False)
 
     def save_and_evaluate():
         nonlocal good
@@ -473,6 +480,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
                          f"=== step {p.step}, val loss {run.last_val:.4f} ===\n{text}\n\n")
             line += "\n" + text.strip("\n")[:200]
         out(line)
+        show()
 
     def rollback(loss: float, norm: float) -> None:
         p_lost = p.step
@@ -544,16 +552,13 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             window_norms.append(norm)
             window_time += spent
             if p.step % t.log_every == 0:
-                mean_loss = float(np.mean(window_losses))
+                shown["loss"] = float(np.mean(window_losses))
+                shown["chars_per_s"] = len(window_losses) * chars_per_step / window_time
                 _append_jsonl(metrics_path, {
-                    "event": "train", "step": p.step, "epoch": p.epoch, "loss": mean_loss,
-                    "bpc": bits_per_char(mean_loss), "grad_norm": float(np.mean(window_norms)),
-                    "lr": lr, "chars_per_s": round(len(window_losses) * chars_per_step / window_time),
-                    "elapsed": round(p.elapsed, 3)})
-                bar.set_postfix_str(
-                    f"ep {p.epoch} loss {mean_loss:.3f} val {run.last_val or float('nan'):.3f} "
-                    f"bpc {bits_per_char(mean_loss):.2f} {len(window_losses) * chars_per_step / window_time:,.0f} c/s",
-                    refresh=False)
+                    "event": "train", "step": p.step, "epoch": p.epoch, "loss": shown["loss"],
+                    "bpc": bits_per_char(shown["loss"]), "grad_norm": float(np.mean(window_norms)),
+                    "lr": lr, "chars_per_s": round(shown["chars_per_s"]), "elapsed": round(p.elapsed, 3)})
+                show()
                 window_losses, window_norms, window_time = [], [], 0.0
             bar.update(1)
             if p.step % t.eval_every == 0:
