@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 from .errors import CharRNNError, UsageError
+from .sample import MAX_LENGTH, MAX_SAMPLES
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
@@ -74,16 +75,18 @@ class _Cli(click.Group):
             _fail(1, f"the output encoding {exc.encoding} cannot show {ascii(exc.object[exc.start])}; "
                      "set PYTHONIOENCODING=utf-8 or use a UTF-8 locale")
         except MemoryError:
-            _fail(1, "out of memory; use a smaller model (model.hidden_size, model.num_layers) "
-                     "or fewer parallel rows (train.batch_size, --batch-size, --num-samples)")
+            _fail(1, "out of memory; use a smaller model (model.hidden_size, model.num_layers), "
+                     "fewer parallel rows (train.batch_size, --batch-size, --num-samples) "
+                     "or a shorter --length")
         sys.exit(status if isinstance(status, int) else 0)
 
     def _help_for(self, exc: click.UsageError, args) -> str:
         """The help command for a usage error: the subcommand's when one was named."""
         if exc.ctx and " " in exc.ctx.command_path:
             return f"charrnn {exc.ctx.command_path.split(' ', 1)[-1]} --help"
-        # Errors found while parsing options carry no context: the first word names the command.
-        words = [a for a in (sys.argv[1:] if args is None else args) if not str(a).startswith("-")]
+        # Errors found while parsing options carry no context; the command, if any, comes first
+        # (the group's own options, --help and --version, end the parsing).
+        words = list(sys.argv[1:] if args is None else args)
         return f"charrnn {words[0]} --help" if words and words[0] in self.commands else "charrnn --help"
 
 
@@ -152,8 +155,10 @@ def _sampling_options(func):
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @_sampling_options
 @click.option("--prime", default="", help="Text to start from; it begins the output.")
-@click.option("--length", "-n", type=int, default=500, help="Characters to generate after the prime.")
-@click.option("--num-samples", type=int, default=1, help="Samples to generate together (one batch).")
+@click.option("--length", "-n", type=click.IntRange(0, MAX_LENGTH), default=500,
+              help="Characters to generate after the prime.")
+@click.option("--num-samples", type=click.IntRange(1, MAX_SAMPLES), default=1,
+              help="Samples to generate together (one batch).")
 @click.option("--stop", default=None, help="End a sample right after this string appears.")
 @click.option("--on-unknown", type=click.Choice(["error", "drop", "unk"]), default="error",
               help="Prime characters missing from the vocabulary: fail, drop them, or read them as <unk>.")
@@ -284,7 +289,8 @@ def info(checkpoint):
 @click.option("--relu", is_flag=True, help="Vanilla RNN with ReLU instead of tanh.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               help="Check with dropout (fixed masks).")
-@click.option("--threshold", type=float, default=1e-6, help="Largest acceptable norm-wise relative error.")
+@click.option("--threshold", type=float, default=1e-6,
+              help="Largest acceptable norm-wise relative error (finite, >= 0).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the random problem.")
 def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, relu, dropout, threshold, seed):
     """Check every analytic gradient against central differences in float64."""
@@ -347,7 +353,7 @@ def _read_poems(path: str) -> list[str]:
 @click.option("--acrostic", default=None,
               help="藏头诗: one character per line (4 for 绝句, 8 for 律诗) that starts each line.")
 @click.option("--start", default="", help="Characters that open the first line.")
-@click.option("--num", type=int, default=1, help="Poems to write (decoded together).")
+@click.option("--num", type=click.IntRange(1, MAX_SAMPLES), default=1, help="Poems to write (decoded together).")
 @_sampling_options
 @click.option("--rhyme/--no-rhyme", default=False, help="Make the even lines end in one rhyme group (十三辙).")
 @click.option("--no-copy", is_flag=True,

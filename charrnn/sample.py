@@ -196,8 +196,9 @@ def generate(
         as U+FFFD). The output shows the prime as the model saw it, i.e. after dropping or
         mapping. With an empty prime the state starts at zero and the first input is a line
         break (else a space, else id 0); that start character is not part of the output.
-    length: number of new characters per sample after the prime (>= 0).
-    num_samples: samples drawn together through the batch dimension (B = num_samples).
+    length: number of new characters per sample after the prime (0 to MAX_LENGTH).
+    num_samples: samples drawn together through the batch dimension (B = num_samples, 1 to
+        MAX_SAMPLES).
     temperature, top_k, top_p: as in `choose`; temperature 0 is greedy and uses no randomness.
     stop: a sample ends right after the first occurrence of this string in its generated text
         (the stop string is included; occurrences inside the prime do not count). Every sample
@@ -228,7 +229,8 @@ def generate(
     context = prime_ids.tolist() or [_start_id(vocab)]
     steps = _steps(model, rng, context, num_samples, length, (temperature, top_k, top_p))
     prime_text = vocab.decode(prime_ids)
-    out = np.empty((num_samples, length), dtype=np.int64)  # now: a MemoryError before any output
+    # Allocated here, not in the generator: a request too large to allocate fails before any output.
+    out = np.empty((num_samples, length), dtype=np.int64)
     if num_samples == 1:
         return _stream_one(vocab, prime_text, steps, out[0], stop_ids)
     return _stream_many(vocab, prime_text, steps, out, stop_ids)

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -291,9 +292,8 @@ def _append_text(path: Path, text: str) -> None:
                            "the checkpoints saved so far are intact") from None
 
 
-def _copy_metrics(source: Path, target: Path, step: int, cut: tuple[str, ...] | None = None) -> None:
-    """target gets source's events (source may be target) without those of the kinds in `cut`
-    (default: every kind) logged after `step`: they are undone and will happen again."""
+def _copy_metrics(source: Path, target: Path, keep: Callable[[dict], bool]) -> None:
+    """target gets the events of source (which may be target) that `keep` accepts, in order."""
     if not source.exists():
         return
     kept = []
@@ -302,12 +302,47 @@ def _copy_metrics(source: Path, target: Path, step: int, cut: tuple[str, ...] | 
             record = json.loads(line)
         except ValueError:
             continue  # a line cut short by a crash
-        if record.get("step", 0) <= step or (cut is not None and record.get("event") not in cut):
+        if keep(record):
             kept.append(line)
     # through a temporary file: a crash here must not cut the history short
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(temporary, target)
+
+
+def _saved_step(checkpoint: Path) -> float:
+    """The step a checkpoint was saved at; inf when the file cannot tell."""
+    try:
+        step = load_checkpoint(checkpoint)[1]["progress"]["step"]
+    except (CharRNNError, KeyError, TypeError):
+        return math.inf
+    return step if isinstance(step, int) else math.inf
+
+
+def _continue_history(checkpoint: Path, run_dir: Path, progress: Progress, in_place: bool) -> None:
+    """On resume, keep the history up to the checkpoint in run_dir; what was logged after it will
+    happen again. A rollback is placed by its count (its step is the one it undid, which a stop
+    while retaking steps can precede), everything else by its step. Resumed elsewhere, run_dir
+    also gets the checkpoint as last.npz and, when it is not from a later step, best.npz."""
+    def before(record: dict) -> bool:
+        if record.get("event") == "rollback":
+            return record.get("rollbacks", 0) <= progress.rollbacks
+        return record.get("step", 0) <= progress.step
+
+    _copy_metrics(checkpoint.parent / "metrics.jsonl", run_dir / "metrics.jsonl", before)
+    if in_place:
+        return
+    copies = [(checkpoint, run_dir / "last.npz")]
+    best = checkpoint.parent / "best.npz"
+    if best.exists() and _saved_step(best) <= progress.step:
+        copies.append((best, run_dir / "best.npz"))
+    for source, target in copies:
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
+        except OSError as exc:
+            raise CharRNNError(f"cannot copy {source} to {target}: {exc.strerror or exc}") from None
 
 
 def _save(path: Path, capture: tuple[dict, dict]) -> None:
@@ -397,17 +432,16 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
         run_dir = (Path(out_dir) if out_dir
                    else Path(resume).parent if resume else Path(cfg.out_dir) / cfg.name)
         # --resume with --out elsewhere continues the run in a new directory: one that must not
-        # already hold another run, and that starts with the history up to the checkpoint.
+        # already hold another run, and that starts with the checkpoints and history so far.
         in_place = bool(resume) and run_dir.resolve() == Path(resume).resolve().parent
         _prepare_run_dir(run_dir, fresh=not in_place, overwrite=overwrite)
-        metrics_path = run_dir / "metrics.jsonl"
         if not in_place:
             # A replaced run's files go now, not at the first evaluation: a crash before it must not
             # leave the old run's checkpoints looking like this one's.
             for name in ("metrics.jsonl", "samples.txt", "last.npz", "best.npz"):
                 (run_dir / name).unlink(missing_ok=True)
         if resume:
-            _copy_metrics(Path(resume).parent / "metrics.jsonl", metrics_path, run.progress.step)
+            _continue_history(Path(resume), run_dir, run.progress, in_place)
         dump_config(cfg, str(run_dir / "config.yaml"))
 
         if note:
@@ -492,14 +526,16 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             last = run_dir / "last.npz"
             saved = f"{last} holds the last good state; " if last.exists() else ""
             raise CharRNNError(
-                f"training diverged {p.rollbacks + 1} times (last at step {p_lost}, loss {loss:.4g}); "
+                f"training diverged {p.rollbacks + 1} time{'s' if p.rollbacks else ''} (last at step "
+                f"{p_lost}, loss {loss:.4g}); "
                 f"{saved}lower train.learning_rate (now {t.learning_rate:g}) or tighten "
                 f"train.grad_clip (now {t.grad_clip:g})")
         kept = (p.rollbacks + 1, p.lr_scale * t.rollback_lr_factor, p.elapsed)
         run.restore(*good, source="the last good state")
         p.rollbacks, p.lr_scale, p.elapsed = kept
         p.loss_avg, p.avg_steps = None, 0
-        _copy_metrics(metrics_path, metrics_path, p.step, cut=("train",))  # undone steps come again
+        # the undone steps' records go: those steps are taken (and logged) again
+        _copy_metrics(metrics_path, metrics_path, lambda r: r.get("event") != "train" or r["step"] <= p.step)
         _append_jsonl(metrics_path, {"event": "rollback", "step": p_lost, "to_step": p.step, **seen,
                                      "lr_scale": p.lr_scale, "rollbacks": p.rollbacks})
         out(f"step {p_lost}: loss {loss:.4g}, grad norm {norm:.4g} - diverging; rolled back to step "

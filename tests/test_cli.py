@@ -221,3 +221,11 @@ def _lines(path):
 def test_python_dash_m_and_version():
     result = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("charrnn ")
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_the_readme_shows_each_commands_options_as_help_does(repo_root, command):
+    readme = " ".join((repo_root / "README.md").read_text(encoding="utf-8").split())
+    options = invoke(command, "--help").output.split("Options:\n", 1)[1]
+    options = [line for line in options.splitlines() if not line.strip().startswith("-h, --help")]
+    assert " ".join(" ".join(options).split()) in readme

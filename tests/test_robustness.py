@@ -258,6 +258,7 @@ def test_yaml_tags_that_build_python_objects_never_run(tmp_path, corpus):
     (["sample", "x.npz", "--length", "lots"], 2, ["'--length'", "'lots' is not a valid integer"]),
     (["sample", "x.npz", "--on-unknown", "guess"], 2, ["'--on-unknown'", "'guess' is not one of"]),
     (["frobnicate"], 2, ["No such command 'frobnicate'"]),
+    (["--bogus", "train"], 2, ["No such option '--bogus'", "(see 'charrnn --help')"]),
     ([], 2, ["Missing command", "charrnn --help"]),
 ])
 def test_click_parsing_errors_are_one_line(args, status, needles):
@@ -418,12 +419,12 @@ def test_init_from_a_checkpoint_with_another_vocabulary_is_refused(trained, tmp_
     assert not (tmp_path / "out").exists()
 
 
-
 def test_init_from_a_checkpoint_of_another_model_names_both_values(trained, tmp_path, corpus):
     result = invoke("train", "--config", write_config(tmp_path, corpus, model={"cell": "gru", "hidden_size": 9}),
                     "--init-from", trained / "last.npz", "--out", tmp_path / "out")
     assert_error(result, 1, "--init-from", "cell 'gru' (checkpoint: 'lstm')", "hidden_size 9 (checkpoint: 8)")
     assert not (tmp_path / "out").exists()
+
 
 # -- sampling -----------------------------------------------------------------------------------
 
@@ -433,9 +434,9 @@ def test_init_from_a_checkpoint_of_another_model_names_both_values(trained, tmp_
     (["--top-p", "0"], 2, ["--top-p must be in (0, 1]"]),
     (["--top-p", "1.5"], 2, ["--top-p must be in (0, 1]"]),
     (["--top-k", "0"], 2, ["--top-k must be >= 1"]),
-    (["--length", "-3"], 2, ["--length must be an integer from 0 to 100,000,000"]),
-    (["--prime", "ROMEO", "--length", str(10**20)], 2, ["--length must be an integer from 0"]),
-    (["--num-samples", str(10**20)], 2, ["--num-samples must be an integer from 1 to 100,000"]),
+    (["--length", "-3"], 2, ["'--length'", "not in the range 0<=x<=100000000"]),
+    (["--prime", "ROMEO", "--length", str(10**20)], 2, ["'--length'", "not in the range"]),
+    (["--num-samples", str(10**20)], 2, ["'--num-samples'", "not in the range 1<=x<=100000"]),
     (["--seed", "-1"], 2, ["--seed", "-1"]),
     (["--prime", "Zürich ∑"], 1, ["--prime", "'ü'", "'∑'", "--on-unknown"]),
 ])
@@ -640,6 +641,34 @@ def test_resume_into_another_directory_keeps_both_runs(trained, tmp_path):
     assert [r["step"] for r in records(fork, "train")] == [1, 2, 3, 4, 5, 6]  # the history comes along
     assert load_checkpoint(fork / "last.npz")[1]["progress"]["step"] == 6
     assert _contents(trained) == before
+
+    # with no steps left the new directory still holds the run: its checkpoints are copied
+    finished = tmp_path / "finished"
+    result = invoke("train", "--resume", trained / "last.npz", "--out", finished, "--no-progress")
+    assert result.exit_code == 0, result.output
+    for name in ("last.npz", "best.npz"):
+        assert (finished / name).read_bytes() == (trained / name).read_bytes()
+    result = invoke("train", "--resume", finished / "last.npz", "--set", "train.max_steps=5", "--no-progress")
+    assert result.exit_code == 0, result.output
+
+
+def test_resume_keeps_the_rollbacks_its_checkpoint_counts(trained, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    arrays, meta = load_checkpoint(trained / "last.npz")
+    _save_raw(run_dir / "last.npz", arrays, {**meta, "progress": {**meta["progress"], "rollbacks": 1}})
+    history = [{"event": "train", "step": 1}, {"event": "eval", "step": 2},
+               {"event": "rollback", "step": 5, "to_step": 2, "rollbacks": 1},  # before the save at 4
+               {"event": "train", "step": 3}, {"event": "train", "step": 4},
+               {"event": "rollback", "step": 6, "to_step": 4, "rollbacks": 2},  # after it
+               {"event": "train", "step": 5}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
+    result = invoke("train", "--resume", run_dir / "last.npz", "--set", "train.max_steps=5",
+                    "--set", "train.log_every=100", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert [(r["event"], r["step"]) for r in records(run_dir)[:5]] == [
+        ("train", 1), ("eval", 2), ("rollback", 5), ("train", 3), ("train", 4)]
+    assert [r["rollbacks"] for r in records(run_dir, "rollback")] == [1]
 
 
 @pytest.mark.parametrize("limits, needles", [

@@ -369,8 +369,10 @@ def test_length_zero_outputs_only_the_prime_without_stepping(model, vocab):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"length": -1}, "--length"),
-        ({"num_samples": 0}, "--num-samples"),
+        ({"length": -1}, "--length must be an integer from 0 to 100,000,000"),
+        ({"length": 10**20}, "--length"),
+        ({"num_samples": 0}, "--num-samples must be an integer from 1 to 100,000"),
+        ({"num_samples": 10**20}, "--num-samples"),
         ({"temperature": -1.0}, "--temperature"),
         ({"top_p": 2.0}, "--top-p"),
         ({"on_unknown": "skip"}, "--on-unknown"),
