@@ -304,9 +304,15 @@ def _copy_metrics(source: Path, target: Path, keep: Callable[[dict], bool]) -> N
             continue  # a line cut short by a crash
         if keep(record):
             kept.append(line)
-    # through a temporary file: a crash here must not cut the history short
+    _replace(target, lambda temporary: temporary.write_text("".join(line + "\n" for line in kept),
+                                                             encoding="utf-8"))
+
+
+def _replace(target: Path, write: Callable[[Path], None]) -> None:
+    """Replace target by what write(temporary) puts in a temporary file beside it: a crash leaves
+    the old file or the new one, and at worst a temporary that the next run clears away."""
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    write(temporary)
     os.replace(temporary, target)
 
 
@@ -337,12 +343,7 @@ def _continue_history(checkpoint: Path, run_dir: Path, progress: Progress, in_pl
     if best.exists() and _saved_step(best) <= progress.step:
         copies.append((best, run_dir / "best.npz"))
     for source, target in copies:
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-        except OSError as exc:
-            raise CharRNNError(f"cannot copy {source} to {target}: {exc.strerror or exc}") from None
+        _replace(target, lambda temporary: shutil.copyfile(source, temporary))
 
 
 def _save(path: Path, capture: tuple[dict, dict]) -> None:
