@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, UsageError
 
 __all__ = ["FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint",
            "remove_stale_temporaries", "save_checkpoint"]
@@ -230,35 +230,23 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _count(minimum: int):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-
-
-# What each entry of a model description must hold: (test, said in the message when it fails).
-_MODEL_FIELDS = {
-    "vocab_size": (_count(1), "an integer >= 1"),
-    "hidden_size": (_count(1), "an integer >= 1"),
-    "num_layers": (_count(1), "an integer >= 1"),
-    "embedding_size": (_count(0), "an integer >= 0"),
-    "cell": (lambda v: v in ("lstm", "gru", "rnn"), "lstm, gru or rnn"),
-    "dropout": (lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)"),
-    "peephole": (lambda v: isinstance(v, bool), "true or false"),
-    "nonlinearity": (lambda v: v in ("tanh", "relu"), "tanh or relu"),
-    "dtype": (lambda v: v in ("float32", "float64"), "float32 or float64"),
-}
-
-
 def _model_description(meta: dict, path: str) -> dict:
+    """The checkpoint's model description (CharRNN's arguments), held to the config's rules."""
+    from charrnn.config import ModelConfig
+
     description = meta.get("model")
     if not isinstance(description, dict):
         raise CharRNNError(f"{path}: the checkpoint has no model description; is it a charrnn checkpoint?")
-    for key, value in description.items():
-        if key not in _MODEL_FIELDS:
-            raise CharRNNError(f"{path}: invalid model description (unknown entry {key!r})")
-        valid, expected = _MODEL_FIELDS[key]
-        if not valid(value):
-            raise CharRNNError(f"{path}: invalid model description ({key} is {value!r}, "
-                               f"expected {expected})")
+    settings = {k: v for k, v in description.items() if k not in ("vocab_size", "dtype")}
+    try:
+        ModelConfig(**settings)
+    except (TypeError, UsageError) as exc:  # TypeError: an entry the model section does not have
+        raise CharRNNError(f"{path}: invalid model description ({exc})") from None
+    vocab_size, dtype = description.get("vocab_size"), description.get("dtype", "float32")
+    if not (isinstance(vocab_size, int) and not isinstance(vocab_size, bool) and vocab_size >= 1):
+        raise CharRNNError(f"{path}: invalid model description (vocab_size is {vocab_size!r})")
+    if dtype not in ("float32", "float64"):
+        raise CharRNNError(f"{path}: invalid model description (dtype is {dtype!r})")
     return description
 
 
