@@ -228,4 +228,5 @@ def test_the_readme_shows_each_commands_options_as_help_does(repo_root, command)
     readme = " ".join((repo_root / "README.md").read_text(encoding="utf-8").split())
     options = invoke(command, "--help").output.split("Options:\n", 1)[1]
     options = [line for line in options.splitlines() if not line.strip().startswith("-h, --help")]
+    assert f"charrnn {command} " in readme  # also for a command whose only option is --help
     assert " ".join(" ".join(options).split()) in readme
