@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 
 import click
 import numpy as np
 
+from . import interrupts
 from .errors import CharRNNError, UsageError
 from .sample import MAX_LENGTH, MAX_SAMPLES
 
@@ -21,7 +23,13 @@ _SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_c
 
 
 def _fail(status: int, message: str):
+    interrupts.ending()
     click.echo(f"charrnn: error: {' '.join(str(message).split())}", err=True)
+    _exit(status)
+
+
+def _exit(status: int):
+    interrupts.ending()
     sys.exit(status)
 
 
@@ -44,10 +52,18 @@ def _release_stdout() -> None:
         _silence_stdout()
 
 
+def _interrupted(exc: BaseException) -> tuple[int, str]:
+    """The exit status and message for a stop signal. click turns a KeyboardInterrupt into
+    click.Abort (the interrupt as its cause), as it does for Ctrl-C at a prompt."""
+    signum = getattr(exc.__cause__ if isinstance(exc, click.Abort) else exc, "signum", signal.SIGINT)
+    return 128 + signum, "interrupted" if signum == signal.SIGINT else "terminated"
+
+
 class _Cli(click.Group):
     """Turns every expected failure into one line and an exit status, never a traceback."""
 
     def main(self, args=None, prog_name=None, **extra):
+        interrupts.begin()
         try:
             status = super().main(args=args, prog_name=prog_name or "charrnn",
                                   standalone_mode=False, **extra)
@@ -59,12 +75,13 @@ class _Cli(click.Group):
             _fail(2, str(exc))
         except CharRNNError as exc:
             _fail(1, str(exc))
-        except (click.Abort, KeyboardInterrupt):
-            _fail(130, "interrupted")
+        except (click.Abort, KeyboardInterrupt) as exc:
+            _fail(*_interrupted(exc))
         except BrokenPipeError:
             # The reader (e.g. `head`) has all it wanted: that is a normal end, not an error.
+            interrupts.ending()
             _silence_stdout()
-            sys.exit(0)
+            _exit(0)
         except OSError as exc:
             # Not foreseen by a command: a full disk or a failing device, often on stdout itself.
             _release_stdout()
@@ -78,7 +95,7 @@ class _Cli(click.Group):
             _fail(1, "out of memory; use a smaller model (model.hidden_size, model.num_layers), "
                      "fewer parallel rows (train.batch_size, --batch-size, --num-samples) "
                      "or a shorter --length")
-        sys.exit(status if isinstance(status, int) else 0)
+        _exit(status if isinstance(status, int) else 0)
 
     def _help_for(self, exc: click.UsageError, args) -> str:
         """The help command for a usage error: the subcommand's when one was named."""
@@ -427,4 +444,15 @@ def plot(run_dirs, output):
 
 
 def main():
-    cli(prog_name="charrnn")
+    """The process entry point: stop signals follow charrnn's rule until the process exits."""
+    interrupts.install()
+    try:
+        cli(prog_name="charrnn")
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+    except KeyboardInterrupt as exc:  # arrived while another ending was being reported
+        interrupts.ending()
+        status, message = _interrupted(exc)
+        print(f"charrnn: error: {message}", file=sys.stderr)
+    sys.exit(interrupts.final_status(status))

@@ -34,6 +34,7 @@ from .config import Config, config_to_dict, dump_config, load_config
 from .corpus import BatchStream, Vocab, read_texts, split
 from .errors import CharRNNError, UsageError
 from .evaluate import bits_per_char, evaluate
+from .interrupts import stop_signals
 from .model import CharRNN
 from .optim import clip_grad_norm, clip_grad_value, make_optimizer, learning_rate
 from .parallel import SplitBatch
@@ -233,32 +234,6 @@ class _Run:
             raise CharRNNError(f"{source}: invalid training progress in meta ({exc})") from None
         # In place: the loop holds a reference to self.progress.
         self.progress.__dict__.update(dataclasses.asdict(restored))
-
-
-# -- signals ------------------------------------------------------------------------------------
-
-
-class _StopSignals:
-    """First SIGINT/SIGTERM: ask the loop to save and stop after the current step.
-    A second SIGINT: stop at once (the previous checkpoint is safe thanks to atomic writes)."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -553,7 +528,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
     if workers is not None:
         workers.notify = out
         window_step = workers.loss_and_grads
-    with _StopSignals() as signals:
+    with stop_signals() as signals:
         while not finished() and signals.received is None:
             began = time.perf_counter()
             if p.cursor == 0:

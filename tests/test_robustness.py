@@ -1,9 +1,9 @@
-"""Bad input and hard stops: every failure is one line and an exit status, and no run is lost.
+"""Bad input and failures: every failure is one line and an exit status, and no run is lost.
 
 Usage errors exit 2, runtime errors exit 1, each with a single "charrnn: error: ..." line on
-stderr that names the file, option or key, and a run that cannot start writes nothing. Signals,
-SIGKILL at random moments, divergence and a full disk all leave a checkpoint that loads and
-resumes.
+stderr that names the file, option or key, and a run that cannot start writes nothing.
+Divergence and a full disk leave a checkpoint that loads and resumes (signals and SIGKILL:
+test_signals.py).
 """
 
 import errno
@@ -11,12 +11,9 @@ import functools
 import json
 import os
 import pickle
-import random
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -486,119 +483,7 @@ def test_running_out_of_memory_is_one_line_and_writes_nothing(tmp_path, corpus, 
     assert not (tmp_path / "out").exists()
 
 
-# -- signals and hard stops ---------------------------------------------------------------------
-
-
-def _start_training(args, stderr_path):
-    with open(stderr_path, "wb") as err:
-        return subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args), "--no-progress"],
-                                stdout=subprocess.DEVNULL, stderr=err, env=_child_env())
-
-
-def _wait_for(condition, proc, what, timeout=90):
-    """Poll until condition() holds; fail if the process ends first or the (generous) time runs out."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"training ended (status {proc.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
-        time.sleep(0.02)
-
-
-def _lines(path):
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-
-
-def test_sigterm_saves_a_checkpoint_exits_143_and_resumes(tmp_path, corpus, assert_resumes):
-    config = write_config(tmp_path, corpus, train={"max_steps": 10**6, "eval_every": 10**6})
-    out, err_path = tmp_path / "run", tmp_path / "stderr.txt"
-    proc = _start_training(["train", "--config", config, "--out", out], err_path)
-    _wait_for(lambda: len(_lines(out / "metrics.jsonl")) >= 3, proc, "three logged steps")
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=90) == 143
-    err = err_path.read_text(encoding="utf-8")
-    assert "stopped by SIGTERM" in err and f"charrnn train --resume {out / 'last.npz'}" in err
-    assert "Traceback" not in err and "error" not in err
-    assert_resumes(out)
-
-
-def test_a_second_sigint_stops_at_once_and_the_previous_checkpoint_loads(tmp_path, corpus):
-    config = write_config(tmp_path, corpus, train={"max_steps": 10**6, "eval_every": 2,
-                                                   "sample_length": 0})
-    out, err_path = tmp_path / "run", tmp_path / "stderr.txt"
-    proc = _start_training(["train", "--config", config, "--out", out], err_path)
-    _wait_for(lambda: len(_lines(out / "metrics.jsonl")) >= 8, proc, "a few checkpoints")
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=90) == 130
-    assert "Traceback" not in err_path.read_text(encoding="utf-8")
-    arrays, meta = load_checkpoint(out / "last.npz")
-    model_from_checkpoint(arrays, meta, "last.npz")
-    step = meta["progress"]["step"]
-    result = invoke("train", "--resume", out / "last.npz", "--set", f"train.max_steps={step + 2}",
-                    "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert not list(out.glob(".*.tmp-*"))
-
-
-def test_a_second_sigint_during_a_save_leaves_the_previous_checkpoint(tmp_path, corpus, monkeypatch):
-    """Deterministic version: both interrupts arrive while last.npz is being replaced."""
-    out = tmp_path / "run"
-    config = write_config(tmp_path, corpus, train={"max_steps": 20, "eval_every": 2, "sample_length": 0})
-    real_fsync = os.fsync
-
-    def interrupted_fsync(fd):
-        if ".last.npz.tmp-" in os.readlink(f"/proc/self/fd/{fd}") and (out / "last.npz").exists():
-            signal.raise_signal(signal.SIGINT)  # the first: finish the step and save...
-            signal.raise_signal(signal.SIGINT)  # ...the second, mid-save: stop at once
-        real_fsync(fd)
-    monkeypatch.setattr(os, "fsync", interrupted_fsync)
-    result = invoke("train", "--config", config, "--out", out, "--no-progress")
-    monkeypatch.setattr(os, "fsync", real_fsync)
-    assert_last_error(result, 130, "interrupted")
-    arrays, meta = load_checkpoint(out / "last.npz")
-    model_from_checkpoint(arrays, meta, "last.npz")
-    assert meta["progress"]["step"] == 2
-    assert not list(out.glob(".*.tmp-*"))
-
-
-def test_sigkill_at_twenty_random_moments_never_loses_the_run(tmp_path, corpus):
-    config = write_config(tmp_path, corpus, train={"max_steps": 10**6, "eval_every": 2,
-                                                   "sample_length": 0})
-    out = tmp_path / "run"
-    last = out / "last.npz"
-    delays = [random.Random(20240611).uniform(0.0, 0.3) for _ in range(20)]
-    args = ["train", "--config", config, "--out", out]
-    steps = []
-    for round_, delay in enumerate(delays):
-        err_path = tmp_path / f"stderr-{round_}.txt"
-        proc = _start_training(args, err_path)
-        try:
-            # the summary line comes right before the loop; the fresh run also needs a checkpoint
-            _wait_for(lambda: b"\n" in err_path.read_bytes(), proc, "the start of training")
-            if not steps:
-                _wait_for(last.exists, proc, "the first checkpoint")
-            time.sleep(delay)
-            assert proc.poll() is None, err_path.read_text(encoding="utf-8")
-        finally:
-            proc.kill()
-            proc.wait(timeout=90)
-        arrays, meta = load_checkpoint(last)
-        model_from_checkpoint(arrays, meta, str(last))
-        steps.append(meta["progress"]["step"])
-        args = ["train", "--resume", last]
-    assert steps == sorted(steps) and steps[-1] > steps[0], steps
-
-    final = steps[-1] + 2
-    result = invoke("train", "--resume", last, "--set", f"train.max_steps={final}", "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert load_checkpoint(last)[1]["progress"]["step"] == final
-    # every step logged exactly once: lines cut by a kill and events past the checkpoint are gone
-    assert [r["step"] for r in records(out, "train")] == list(range(1, final + 1))
-    assert not list(out.glob(".*.tmp-*"))
+# -- resume and rollbacks ----------------------------------------------------------------------
 
 
 def test_resume_skips_cut_metrics_lines_and_clears_stale_temporaries(trained, tmp_path):
