@@ -73,14 +73,15 @@ def ending() -> None:
 
 
 def final_status(status):
-    """Block the stop signals for the rest of the process and return its exit status: `status`,
+    """Ignore the stop signals for the rest of the process and return its exit status: `status`,
     or for a command stopped by a signal (128 + N) 128 + the last signal that came while it was
-    ending, so SIGTERM after Ctrl-C ends with 143 wherever it lands. Blocked, because Python's
-    finalization puts back the default handlers, and a signal then would kill the process."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    ending, so SIGTERM after Ctrl-C ends with 143 wherever it lands. Ignored (SIG_IGN, for every
+    thread), because Python's finalization puts back the default handlers, and a signal then
+    would kill the process; SIG_IGN is the one disposition it leaves alone."""
     _state.ending = True
-    pending = signal.sigpending()  # arrived after the block: later than any the handler saw
-    late = next((sig for sig in STOP_SIGNALS[::-1] if sig in pending), _state.late)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    late = _state.late
     if isinstance(status, int) and status >= 128 and late is not None:
         return 128 + late
     return status
