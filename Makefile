@@ -24,9 +24,9 @@ demo: $(STAMP)  ## create the venv, train configs/tiny.yaml on tinyshakespeare, 
 test: $(STAMP)  ## create the venv if needed and run the whole test suite
 	$(BIN)/python -m pytest -q
 
-tang-data: $(STAMP)  ## rebuild corpora/tang and the rhyme table from TANG_RAW (needs the [tang] extra)
+tang-data: $(STAMP)  ## rebuild corpora/tang and the rhyme tables from TANG_RAW (needs the [tang] extra)
 	$(BIN)/python -m pip install -q -e '.[tang]'
-	$(BIN)/charrnn prepare-tang $(TANG_RAW) corpora/tang --rhymes charrnn/data/rhymes.json
+	$(BIN)/charrnn prepare-tang $(TANG_RAW) corpora/tang --tables charrnn/data
 
 tang-quick: $(STAMP)  ## train configs/tang-tiny.yaml (~3 min), print a 五言绝句, a 七言律诗 and an acrostic
 	$(BIN)/charrnn train --config configs/tang-tiny.yaml --overwrite

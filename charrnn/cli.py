@@ -342,13 +342,13 @@ def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, re
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05,
               help="Share of poems held out for validation.")
 @click.option("--seed", type=click.IntRange(min=0), default=1, help="Seed of the train/val split.")
-@click.option("--rhymes", "rhymes_path", type=click.Path(dir_okay=False), default=None,
-              help="Also rebuild the rhyme table at this path (the package's is charrnn/data/rhymes.json).")
-def prepare_tang(raw_dir, out_dir, val_fraction, seed, rhymes_path):
+@click.option("--tables", "tables_dir", type=click.Path(file_okay=False), default=None,
+              help="Also rebuild the rhyme tables pingshui.json and shisan.json in this folder (the package's is charrnn/data).")
+def prepare_tang(raw_dir, out_dir, val_fraction, seed, tables_dir):
     """Build the simplified Tang corpus from chinese-poetry JSON (needs the [tang] extra)."""
     from .tang import prepare_tang as prepare
 
-    counts = prepare(raw_dir, out_dir, val_fraction=val_fraction, seed=seed, rhymes_path=rhymes_path)
+    counts = prepare(raw_dir, out_dir, val_fraction=val_fraction, seed=seed, tables_dir=tables_dir)
     click.echo(f"{counts['poems']:,} poems ({counts['train']:,} train, {counts['val']:,} val) in {out_dir}: "
                + ", ".join(f"{key} {counts[key]:,}" for key in ("wujue", "qijue", "wulv", "qilv")))
 
@@ -372,18 +372,35 @@ def _read_poems(path: str) -> list[str]:
 @click.option("--start", default="", help="Characters that open the first line.")
 @click.option("--num", type=click.IntRange(1, MAX_SAMPLES), default=1, help="Poems to write (decoded together).")
 @_sampling_options
-@click.option("--rhyme/--no-rhyme", default=False, help="Make the even lines end in one rhyme group (十三辙).")
+@click.option("--tones/--no-tones", default=False,
+              help="Every line follows a 平仄 tone template of regulated verse (S1-S4; 孤平 and 三平尾 refused).")
+@click.option("--template", type=click.Choice(["S1", "S2", "S3", "S4"]), default=None,
+              help="With --tones: this template only [default: any the poem still fits].")
+@click.option("--rhyme/--no-rhyme", default=False,
+              help="The even lines (and the first, when the template rhymes there) end in one rhyme group, no rhyme character twice.")
+@click.option("--rhyme-scheme", type=click.Choice(["pingshui", "shisan"]), default="pingshui",
+              help="Rhyme by the 平水韵 平声 groups (Tang verse) or the modern 十三辙.")
+@click.option("--strict", is_flag=True, help="Short for --tones --rhyme.")
+@click.option("--repeat-penalty", type=click.FloatRange(0, 100), default=0.0,
+              help="Subtract this from the logit of each character already in the poem (叠字 such as 悠悠 exempt); 0 = off.")
+@click.option("--best-of", type=click.IntRange(1, MAX_SAMPLES), default=1,
+              help="Decode N candidates per poem and keep the one the model finds likeliest (lowest NLL).")
 @click.option("--no-copy", is_flag=True,
               help="Refuse lines found verbatim in the training corpus (the checkpoint's data.path, or --corpus).")
 @click.option("--corpus", "corpus_path", type=click.Path(dir_okay=False), default=None,
               help="Poems whose lines --no-copy refuses.")
 @click.option("--pretty", is_flag=True, help="Print each couplet on its own line, poems apart; default: one poem per line.")
-def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p, rhyme, no_copy,
-         corpus_path, pretty):
-    """Write Tang poems in a classical form; the form holds whatever the model."""
-    from .checkpoint import load_model
-    from .poetry import compose, corpus_lines
+@click.option("--stats", is_flag=True,
+              help="Also print the poems' mean NLL under the model (nats/char) and the time per poem to stderr.")
+def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p, tones, template,
+         rhyme, rhyme_scheme, strict, repeat_penalty, best_of, no_copy, corpus_path, pretty, stats):
+    """Write Tang poems in a classical form; the form (and with --tones the template) holds whatever the model."""
+    import time
 
+    from .checkpoint import load_model
+    from .poetry import compose_scored, corpus_lines
+
+    began = time.perf_counter()
     model, vocab, meta, _ = load_model(checkpoint)
     forbid = None
     if no_copy:
@@ -393,15 +410,32 @@ def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p
         if corpus_path is None:
             raise click.UsageError("--no-copy needs --corpus FILE (the checkpoint names no single corpus)")
         forbid = corpus_lines(_read_poems(corpus_path))
-    poems = compose(model, vocab, form, np.random.default_rng(seed), num=num, temperature=temperature,
-                    top_k=top_k, top_p=top_p, acrostic=acrostic, start=start, rhyme=rhyme,
-                    forbid_corpus_lines=forbid)
-    for text in poems:
+    written = compose_scored(model, vocab, form, np.random.default_rng(seed), num=num,
+                             temperature=temperature, top_k=top_k, top_p=top_p, acrostic=acrostic,
+                             start=start, tones=tones or strict, template=template,
+                             rhyme=rhyme or strict, rhyme_scheme=rhyme_scheme,
+                             repeat_penalty=repeat_penalty, best_of=best_of, forbid_corpus_lines=forbid)
+    for text in written.poems:
         if pretty:
             couplets = [c + "。" for c in text.split("。") if c]
             click.echo("\n".join(couplets) + "\n")
         else:
             click.echo(text)
+    if stats:
+        spent = (time.perf_counter() - began) / num
+        click.echo(f"{num} poems: mean NLL {written.nll.mean():.3f} nats/char "
+                   f"({written.nll.mean() / math.log(2):.3f} bits/char), {spent:.3f} s per poem", err=True)
+
+
+_RATE_LINES = (("template", "template fit", "fits a tone template S1-S4 (平水韵, lenient)"),
+               ("nian", "粘", "position 2 of lines 3, 5, 7 as the line before"),
+               ("dui", "对", "positions 2, 4, 6 opposite within each couplet"),
+               ("level_ends", "平 at even ends", "every even line ends in a 平 character"),
+               ("rhyme", "rhyme 平水韵", "even lines share a 平声 group"),
+               ("first_line_rhyme", "first line rhymes", "line 1 ends in that group too"),
+               ("repeated_rhyme", "重韵", "a rhyme character used twice"),
+               ("repeated_char", "repeated char", "a character appears twice or more"),
+               ("rhyme_shisan", "rhyme 十三辙", "even lines share a modern class, any reading"))
 
 
 @cli.command("poem-metrics")
@@ -410,10 +444,11 @@ def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p
               help="Training poems, to measure the share of lines copied from them.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def poem_metrics(file, corpus_path, as_json):
-    """Form validity, rhyme rate, copied and distinct lines of poems (one per line)."""
+    """Form, tone templates, rhyme (平水韵 and 十三辙), repeats, copied and distinct lines of poems (one per line)."""
     import json
 
-    from .poetry import FORMS, corpus_lines, poem_metrics as measure
+    from .poetry import FORMS, corpus_lines
+    from .scansion import poem_metrics as measure
 
     poems = _read_poems(file)
     if not poems:
@@ -423,12 +458,16 @@ def poem_metrics(file, corpus_path, as_json):
     if as_json:
         click.echo(json.dumps(m, ensure_ascii=False, indent=2))
         return
-    click.echo(f"poems           {m['poems']}")
-    click.echo(f"valid form      {m['valid']:.1%}  ("
+    click.echo(f"poems              {m['poems']}")
+    click.echo(f"valid form         {m['valid']:.1%}  ("
                + ", ".join(f"{FORMS[k].name} {v:.1%}" for k, v in m["forms"].items()) + ")")
-    click.echo(f"rhyme rate      {m['rhyme']:.1%}  (even lines share a 十三辙 group)")
-    click.echo(f"copied lines    {'n/a (no --corpus)' if m['copied'] is None else format(m['copied'], '.1%')}")
-    click.echo(f"distinct lines  {m['distinct']:.1%}  of {m['lines']}")
+    keys = list(m["by_form"])
+    click.echo(f"{'':19}{'all':>7}" + "".join(f"{k:>7}" for k in keys))
+    for rate, name, meaning in _RATE_LINES:
+        click.echo(f"{name:<19}{m['overall'][rate]:>7.1%}"
+                   + "".join(f"{m['by_form'][k][rate]:>7.1%}" for k in keys) + f"  {meaning}")
+    click.echo(f"copied lines       {'n/a (no --corpus)' if m['copied'] is None else format(m['copied'], '.1%')}")
+    click.echo(f"distinct lines     {m['distinct']:.1%}  of {m['lines']}")
 
 
 @cli.command()

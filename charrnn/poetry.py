@@ -1,4 +1,4 @@
-"""The four regulated forms of Tang verse: recognising them, measuring poems, composing them.
+"""The four regulated forms of Tang verse: recognising them and composing them.
 
 A poem is written as one line of text, its verse lines each ended by a full-width mark that
 alternates ，(odd lines) and 。(even lines):
@@ -11,30 +11,28 @@ alternates ，(odd lines) and 。(even lines):
 `compose` drives any model with the `init_state` / `step` contract through one poem per batch
 row and masks the logits so that the result is always in the requested form, whatever the model
 says: Han characters where characters belong, the marks forced at line ends, optional acrostic
-heads, primed opening characters, rhyme and a ban on lines copied from the training corpus.
-
-Rhyme uses the table shipped as package data (charrnn/data/rhymes.json, built by
-`charrnn.tang`): each character maps to the 十三辙 rhyme classes of all its modern readings,
-that of its most common reading first. The metric counts a rhyme in any reading, as a reader
-may; `--rhyme` writes rhymes in the most common readings only, so that 家 (jiā) is never made
-to rhyme with 初 (chū) through its rare reading gū. This module needs NumPy only.
+heads and primed opening characters; with tones, always in a tone template too. Rhyme, the ban
+on lines copied from the training corpus and a repeat penalty are soft constraints, and best-of-N
+keeps the candidate the model finds likeliest. The rules and rhyme books are charrnn.prosody's,
+the slot-by-slot bookkeeping charrnn.constraints', the metrics charrnn.scansion's. This module
+needs NumPy only.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import re
-from collections.abc import Iterable, Mapping
-from importlib import resources
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 
+from charrnn.constraints import VerseConstraints, templates_fitting_forced
 from charrnn.errors import CharRNNError, UsageError
+from charrnn.prosody import SCHEMES, TEMPLATES, RhymeBook, check_template, load_book
 from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose
 
 COMMA, PERIOD = "，", "。"
+MAX_PENALTY = 100.0  # a repeat penalty (nats) beyond any logit gap: a ban
 
 
 class Form(NamedTuple):
@@ -144,112 +142,7 @@ def corpus_lines(poems: Iterable[str]) -> set[str]:
     return lines
 
 
-# -- rhyme table -----------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=1)
-def _read_rhymes() -> tuple[tuple[str, ...], dict[str, tuple[int, ...]]]:
-    """Parse charrnn/data/rhymes.json once: (group names, char -> group indices, main one first)."""
-    res = resources.files("charrnn") / "data" / "rhymes.json"
-    try:
-        table = json.loads(res.read_text(encoding="utf-8"))
-        groups = tuple(table["groups"])
-        chars = {ch: tuple(int(g) for g in gs) for ch, gs in table["chars"].items() if gs}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CharRNNError(f"{res}: unreadable rhyme table ({exc}); reinstall charrnn") from None
-    if any(not 0 <= g < len(groups) for gs in chars.values() for g in gs):
-        raise CharRNNError(f"{res}: rhyme group index out of range; reinstall charrnn")
-    return groups, chars
-
-
-def load_rhymes() -> dict[str, frozenset[int]]:
-    """character -> indices of the rhyme groups of all its readings (package data).
-
-    A character absent from the table has no known reading and rhymes with nothing.
-    """
-    return {ch: frozenset(gs) for ch, gs in _read_rhymes()[1].items()}
-
-
-def load_main_rhymes() -> dict[str, frozenset[int]]:
-    """character -> the rhyme group of its most common reading (package data), as a 1-set."""
-    return {ch: frozenset(gs[:1]) for ch, gs in _read_rhymes()[1].items()}
-
-
-def rhymes_with(ends: Iterable[str], rhymes: Mapping[str, frozenset[int]]) -> bool:
-    """True if all the characters share at least one rhyme group (any of their readings)."""
-    common: frozenset[int] | None = None
-    for ch in ends:
-        groups = rhymes.get(ch, frozenset())
-        common = groups if common is None else common & groups
-        if not common:
-            return False
-    return common is not None
-
-
-# -- metrics --------------------------------------------------------------------------------
-
-
-def poem_metrics(poems: list[str], corpus_lines: set[str] | None = None, *,
-                 rhymes: Mapping[str, frozenset[int]] | None = None) -> dict:
-    """How well a set of poems keeps the forms, rhymes and avoids copying.
-
-    poems: one string per poem. corpus_lines: verse lines of the training corpus (see
-    `corpus_lines`), or None to skip the copy measure. rhymes: the rhyme table (default: the
-    shipped one).
-
-    Returns a dict:
-      poems     number of poems
-      valid     share of poems in one of the four forms
-      forms     {form key: share of poems in that form}
-      rhyme     among poems in a valid form, the share whose even lines' last characters share a
-                rhyme group (a character missing from the table rhymes with nothing); 0.0 if none
-      lines     number of verse lines of the valid poems (the line measures below use these)
-      copied    share of those lines found verbatim in corpus_lines (None without corpus_lines)
-      distinct  number of distinct lines / number of lines (0.0 if no lines)
-    """
-    rhymes = load_rhymes() if rhymes is None else rhymes
-    counts = dict.fromkeys(FORMS, 0)
-    rhymed = 0
-    lines: list[str] = []
-    for poem in poems:
-        key = form_of(poem)
-        if key is None:
-            continue
-        counts[key] += 1
-        verse = poem_lines(poem)
-        rhymed += rhymes_with((line[-1] for line in verse[1::2]), rhymes)
-        lines.extend(verse)
-    valid = sum(counts.values())
-    return {
-        "poems": len(poems),
-        "valid": valid / len(poems) if poems else 0.0,
-        "forms": {key: n / len(poems) if poems else 0.0 for key, n in counts.items()},
-        "rhyme": rhymed / valid if valid else 0.0,
-        "lines": len(lines),
-        "copied": (None if corpus_lines is None
-                   else (sum(line in corpus_lines for line in lines) / len(lines) if lines else 0.0)),
-        "distinct": len(set(lines)) / len(lines) if lines else 0.0,
-    }
-
-
 # -- constrained decoding -------------------------------------------------------------------
-
-
-class _Masks:
-    """Per-vocabulary masks, computed once per `compose` call.
-
-    han: (V,) bool, Han characters. groups: (V, G) bool, rhyme groups of each id (all False for
-    ids without a known reading); G = number of rhyme groups, 0 when rhyme is off.
-    """
-
-    def __init__(self, chars: list[str], rhymes: Mapping[str, frozenset[int]] | None):
-        self.han = han_mask(chars)
-        n_groups = 1 + max((g for gs in rhymes.values() for g in gs), default=-1) if rhymes else 0
-        self.groups = np.zeros((len(chars), n_groups), dtype=bool)
-        if rhymes:
-            for i in np.flatnonzero(self.han):
-                self.groups[i, sorted(rhymes.get(chars[i], ()))] = True
-        self.groups_f = self.groups.astype(np.float32)
 
 
 def _vocab_id(vocab, ch: str, what: str) -> int:
@@ -308,11 +201,26 @@ def _completions(forbid: set[str], form: Form, vocab) -> dict[str, np.ndarray]:
     return {prefix: np.array(ids, dtype=np.int64) for prefix, ids in table.items()}
 
 
-def compose(model, vocab, form: str, rng: np.random.Generator, *, num: int = 1,
-            temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
-            acrostic: str | None = None, start: str = "", rhyme: bool = False,
-            forbid_corpus_lines: set[str] | None = None,
-            rhymes: Mapping[str, frozenset[int]] | None = None) -> list[str]:
+class Composition(NamedTuple):
+    """poems: the texts; nll: (num,) the model's mean negative log-likelihood of each poem, in
+    nats per character (line-end marks included), from its unconstrained distribution."""
+
+    poems: list[str]
+    nll: np.ndarray
+
+
+def compose(model, vocab, form: str, rng: np.random.Generator, **options) -> list[str]:
+    """The poems of `compose_scored` (same arguments), without their scores."""
+    return compose_scored(model, vocab, form, rng, **options).poems
+
+
+def compose_scored(model, vocab, form: str, rng: np.random.Generator, *, num: int = 1,
+                   temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
+                   acrostic: str | None = None, start: str = "", tones: bool = False,
+                   template: str | None = None, rhyme: bool = False, rhyme_scheme: str = "pingshui",
+                   repeat_penalty: float = 0.0, best_of: int = 1,
+                   forbid_corpus_lines: set[str] | None = None,
+                   book: RhymeBook | None = None) -> Composition:
     """Write `num` poems in `form`, decoding them together through the batch dimension.
 
     model: has init_state(B) and step(ids (B,) int, state) -> (logits (B, V) float, state).
@@ -321,63 +229,113 @@ def compose(model, vocab, form: str, rng: np.random.Generator, *, num: int = 1,
     temperature, top_k, top_p: as in `charrnn.sample.choose`, applied among the allowed ids.
     acrostic: one character per line (4 or 8), forced as the first character of each line.
     start: Han characters forced as the opening of the first line (at most one line).
-    rhyme: the last characters of the even lines share a rhyme group, and no rhyme character is
-        used twice in a poem (as regulated verse avoids).
+    tones: every line follows its line type in one of the tone templates S1-S4 (or `template`
+        alone), 孤平 and 三平尾 refused (see charrnn.prosody); the templates the poem so far
+        still fits are all kept open. UsageError if the forced characters fit none.
+    rhyme: the rhyming lines (the even ones, and the first when the template rhymes there) end
+        in one rhyme group, no rhyme character used twice. rhyme_scheme: "pingshui" (平声
+        groups of the 平水韵) or "shisan" (十三辙, each character's most common reading).
+    repeat_penalty: subtracted from the logit of every character already in the poem (except
+        the one just written, for 叠字 such as 悠悠); 0 = off.
+    best_of: decode this many candidates per poem and keep the one the model finds likeliest
+        (lowest mean NLL): fluency under the constraints.
     forbid_corpus_lines: verse lines (e.g. `corpus_lines(training poems)`) that must not be
         produced verbatim: at each line's last character the ids that would complete one are
         masked out.
-    rhymes: the groups each character may rhyme in (default: `load_main_rhymes()`, the group
-        of each character's most common reading).
-    Returns `num` poems, each like 白日依山尽，黄河入海流。欲穷千里目，更上一层楼。 (no newline).
+    book: the rhyme book to use instead of the shipped one of rhyme_scheme.
+    Returns the poems, each like 白日依山尽，黄河入海流。欲穷千里目，更上一层楼。 (no newline), with
+    their NLLs.
 
-    Whatever the model, the form is exact: characters are Han characters of the vocabulary and
-    the marks are forced. Decoding starts after "\\n" (the end of the previous poem in the
-    training text) when the vocabulary has it, else after "。", else after id 0.
-
-    The soft constraints give way, per poem, only when the vocabulary leaves no character that
-    satisfies them all, in this order: first the ban on repeating a rhyme character, then the
-    rhyme, then the ban on copied lines; the form itself never gives way.
+    Whatever the model, the form is exact (Han characters of the vocabulary, the marks forced)
+    and, with tones, so are the templates. Decoding starts after "\\n" (the end of the previous
+    poem in the training text) when the vocabulary has it, else after "。", else after id 0. The
+    soft constraints give way as charrnn.constraints says.
     """
     spec = get_form(form)
     check_sampling_options(temperature, top_k, top_p)
     check_count(num, "--num", minimum=1, maximum=MAX_SAMPLES)
+    check_count(best_of, "--best-of", minimum=1, maximum=MAX_SAMPLES)
+    if num * best_of > MAX_SAMPLES:
+        raise UsageError(f"--num x --best-of must be at most {MAX_SAMPLES:,} (got {num * best_of:,})")
+    if not (isinstance(repeat_penalty, (int, float)) and 0 <= repeat_penalty <= MAX_PENALTY):
+        raise UsageError(f"--repeat-penalty must be in [0, {MAX_PENALTY:g}], got {repeat_penalty!r}")
+    if check_template(template) and not tones:
+        raise UsageError("--template needs --tones")
+    if rhyme_scheme not in SCHEMES:
+        raise UsageError(f"--rhyme-scheme: unknown scheme {rhyme_scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if tones and rhyme and rhyme_scheme != "pingshui":
+        raise UsageError("--tones rhymes by the 平水韵; --rhyme-scheme shisan works without --tones")
     if not isinstance(start, str):
         raise UsageError("--start must be a string of Han characters")
     forced = _forced_slots(spec, vocab, acrostic, start, forbid_corpus_lines)
-    if rhyme and rhymes is None:
-        rhymes = load_main_rhymes()
-    masks = _Masks(list(vocab.chars), rhymes if rhyme else None)
-    if not masks.han.any():
+    tokens = list(vocab.chars)
+    han = han_mask(tokens)
+    if not han.any():
         raise CharRNNError("the model's vocabulary has no Han characters; composing poems needs "
                            "a model trained on poems such as corpora/tang")
+    if tones or rhyme:
+        book = book if book is not None else load_book("pingshui" if tones else rhyme_scheme)
+        if rhyme_scheme == "shisan" and not tones:
+            book = book.main_readings()
+    templates = ([template] if template else list(TEMPLATES)) if tones else None
+    rows = num * best_of
+    limits = VerseConstraints(tokens, han, rows, spec.chars, spec.lines, templates=templates,
+                              book=book, rhyme=rhyme)
+    if tones:
+        limits.restrict(templates_fitting_forced(forced, tokens, book, spec.chars, spec.lines, templates))
     completions = _completions(forbid_corpus_lines, spec, vocab) if forbid_corpus_lines else {}
 
     width = spec.chars + 1
-    out = np.empty((num, spec.lines * width), dtype=np.int64)
-    rows = np.arange(num)
-    live = np.ones((num, masks.groups.shape[1]), dtype=bool)  # rhyme groups still shared
-    used = np.zeros((num, len(masks.han)), dtype=bool)        # rhyme characters already used
-    prev = np.full(num, _start_id(vocab), dtype=np.int64)
-    state = model.init_state(num)
+    out = np.empty((rows, spec.lines * width), dtype=np.int64)
+    written = np.zeros((rows, len(tokens)), dtype=bool)
+    nll = np.zeros(rows)
+    prev = np.full(rows, _start_id(vocab), dtype=np.int64)
+    state = model.init_state(rows)
+    all_rows = np.arange(rows)
     for slot in range(out.shape[1]):
         logits, state = model.step(prev, state)
         line, column = divmod(slot, width)
         if slot in forced:
-            prev = np.full(num, forced[slot], dtype=np.int64)
-        elif column < spec.chars - 1:
-            prev = choose(logits, rng, temperature, top_k, top_p, masks.han)
+            prev = np.full(rows, forced[slot], dtype=np.int64)
         else:
-            even = rhyme and line % 2 == 1
-            allowed = _line_end_mask(masks, vocab, out[:, slot - column:slot], completions,
-                                     live if even else None, used if even else None)
-            prev = choose(logits, rng, temperature, top_k, top_p, allowed)
-        if rhyme and line % 2 == 1 and column == spec.chars - 1:
-            live &= masks.groups[prev]
-            used[rows, prev] = True
+            at_end = column == spec.chars - 1
+            unbanned = (_unbanned(completions, out[:, slot - column:slot], tokens, han)
+                        if at_end and completions else None)
+            allowed = limits.allowed(line, column, unbanned)
+            scored = logits
+            if repeat_penalty:
+                penalised = written.copy()
+                if column > 0:
+                    penalised[all_rows, prev] = False  # 叠字: the character just written may follow
+                scored = logits - np.float32(repeat_penalty) * penalised
+            prev = choose(scored, rng, temperature, top_k, top_p, allowed)
+        nll -= _log_softmax_at(logits, prev)
+        if column < spec.chars:
+            limits.update(line, column, prev)
+            written[all_rows, prev] = True
         out[:, slot] = prev
-    chars = vocab.chars
-    return ["".join(chars[i] for i in row) for row in out]
+    nll /= out.shape[1]
+    pick = np.arange(num) * best_of + nll.reshape(num, best_of).argmin(axis=1)
+    return Composition(["".join(tokens[i] for i in out[b]) for b in pick], nll[pick])
 
+
+def _log_softmax_at(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(B,) log p(ids) under softmax(logits (B, V)), in float64."""
+    z = logits.astype(np.float64)
+    top = z.max(axis=1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    return z[np.arange(len(ids)), ids] - log_norm
+
+
+def _unbanned(completions: dict[str, np.ndarray], prefix: np.ndarray, tokens: list[str],
+              han: np.ndarray) -> np.ndarray:
+    """(B, V) bool: the ids that complete no forbidden line after each row's prefix (B, chars-1)."""
+    unbanned = np.repeat(han[None, :], prefix.shape[0], axis=0)
+    for b, ids in enumerate(prefix):
+        banned = completions.get("".join(tokens[i] for i in ids))
+        if banned is not None:
+            unbanned[b, banned] = False
+    return unbanned
 
 def _start_id(vocab) -> int:
     """The id fed before the first character: the end of the previous poem."""
@@ -385,34 +343,3 @@ def _start_id(vocab) -> int:
         if ch in vocab.index:
             return vocab.index[ch]
     return 0
-
-
-def _line_end_mask(masks: _Masks, vocab, prefix: np.ndarray, completions: dict[str, np.ndarray],
-                   live: np.ndarray | None, used: np.ndarray | None) -> np.ndarray:
-    """(B, V) bool: the ids allowed as the last character of a line.
-
-    prefix: (B, chars-1) ids of the line so far. live: (B, G) rhyme groups the poem's even-line
-    ends still share, used: (B, V) rhyme characters already used; both None away from rhyme
-    positions. Masks are tried strongest first; a row with nothing allowed takes the next one.
-    """
-    num = prefix.shape[0]
-    fallbacks = [np.broadcast_to(masks.han, (num, masks.han.size))]
-    if completions:
-        unbanned = np.repeat(masks.han[None, :], num, axis=0)
-        chars = vocab.chars
-        for b in range(num):
-            banned = completions.get("".join(chars[i] for i in prefix[b]))
-            if banned is not None:
-                unbanned[b, banned] = False
-        fallbacks.append(unbanned)
-    if live is not None:
-        # A character rhymes if one of its groups is among the groups still shared.
-        rhyming = (live.astype(np.float32) @ masks.groups_f.T > 0) & fallbacks[-1]
-        fallbacks += [rhyming, rhyming & ~used]
-    allowed = fallbacks.pop().copy()
-    for weaker in reversed(fallbacks):
-        empty = ~allowed.any(axis=1)
-        if not empty.any():
-            break
-        allowed[empty] = weaker[empty]
-    return allowed

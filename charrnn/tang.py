@@ -9,7 +9,8 @@ N), cleans each poem, keeps the ones written in one of the four regulated forms 
     out_dir/README.md                          counts, source, license, the command that made it
     out_dir/LICENSE                            the database's MIT license (it must ship with it)
 
-and, when asked, the rhyme table `charrnn/data/rhymes.json`. The output is byte-identical from
+and, when asked, the rhyme tables `charrnn/data/pingshui.json` (平水韵, see `charrnn.pingshui`)
+and `charrnn/data/shisan.json` (十三辙). The output is byte-identical from
 run to run (fixed split seed, gzip without timestamp or file name, sorted tables).
 
 Cleaning one poem (the paragraphs joined):
@@ -26,10 +27,11 @@ Cleaning one poem (the paragraphs joined):
     the sentence, not the form (清明's third line ends with ？ in some editions), so the marks are
     then rewritten by position: ，after odd lines, 。after even lines.
 
-OpenCC (t2s) converts to simplified characters and pypinyin gives the readings for the rhyme
-table; both are needed only here, installed with `pip install 'charrnn[tang]'`.
+OpenCC (t2s) converts to simplified characters, pypinyin gives the readings for the 十三辙 table
+and two rhyme-book packages the 平水韵; all are needed only here, installed with
+`pip install 'charrnn[tang]'`.
 
-The rhyme table groups every character of the corpus by the 十三辙, the thirteen rhyme classes
+The 十三辙 table groups every character of the corpus by the 十三辙, the thirteen rhyme classes
 of modern Chinese (folk song, opera), over all its readings (pypinyin, heteronyms, finals in the
 strict scheme where ü is written v, tones ignored), the class of its most common reading first.
 The finals -> 辙 mapping:
@@ -62,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.errors import CharRNNError, UsageError
+from charrnn.pingshui import SOURCES, Source, build_pingshui, read_sources, write_table
 from charrnn.poetry import COMMA, FORMS, HAN_CLASS, PERIOD, all_han, form_of, is_han
 
 SOURCE = ("chinese-poetry database, npm package chinese-poetry 2.0.1, folder dist/quantangshi "
@@ -203,18 +206,6 @@ def build_rhymes(chars: Iterable[str], finals_of: Callable[[str], list[str]]) ->
     return {"scheme": RHYME_SCHEME, "groups": list(RHYME_CLASSES), "chars": table}
 
 
-def write_rhymes(table: dict, path: str | Path) -> None:
-    """Write a rhyme table as UTF-8 JSON, one character per line (readable diffs)."""
-    entries = ",\n".join(f"  {json.dumps(ch, ensure_ascii=False)}: {json.dumps(groups)}"
-                         for ch, groups in table["chars"].items())
-    text = (f'{{"scheme": {json.dumps(table["scheme"], ensure_ascii=False)},\n'
-            f'"groups": {json.dumps(table["groups"], ensure_ascii=False)},\n'
-            f'"chars": {{\n{entries}\n}}}}\n')
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def write_gzip_lines(lines: list[str], path: Path) -> None:
     """One line per entry, gzip-compressed with no timestamp and no file name in the header so
     that the same lines always give the same bytes."""
@@ -224,8 +215,10 @@ def write_gzip_lines(lines: list[str], path: Path) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def select_poems(raw_dir: str | Path, convert: Callable[[str], str]) -> tuple[list[str], dict]:
-    """The regulated poems of raw_dir, simplified and deduplicated, in source order, with counts.
+def select_poems(raw_dir: str | Path, convert: Callable[[str], str]
+                 ) -> tuple[list[str], dict, set[tuple[str, str]]]:
+    """The regulated poems of raw_dir, simplified and deduplicated, in source order, with counts
+    and the (traditional, simplified) character pairs of their conversion.
 
     convert: traditional -> simplified text (OpenCC t2s in production).
     Counts: read, unclean (dropped: non-Han characters after cleaning), not_regulated (dropped:
@@ -234,6 +227,7 @@ def select_poems(raw_dir: str | Path, convert: Callable[[str], str]) -> tuple[li
     counts = dict.fromkeys(("read", "unclean", "not_regulated", "duplicates"), 0)
     seen: set[str] = set()
     poems = []
+    pairs: set[tuple[str, str]] = set()
     for path in raw_files(raw_dir):
         for text in read_raw(path):
             counts["read"] += 1
@@ -241,17 +235,19 @@ def select_poems(raw_dir: str | Path, convert: Callable[[str], str]) -> tuple[li
             if not _HAN_OR_MARKS.fullmatch(text):
                 counts["unclean"] += 1
                 continue
-            body = regulate(text)
+            original = regulate(text)
             # Conversion maps characters one to one, but check the form again to be sure.
-            body = convert(body) if body is not None else None
-            if body is None or form_of(body) is None:
+            body = convert(original) if original is not None else None
+            if body is None or form_of(body) is None or len(body) != len(original):
                 counts["not_regulated"] += 1
-            elif body in seen:
+                continue
+            pairs.update(zip(original, body))
+            if body in seen:
                 counts["duplicates"] += 1
             else:
                 seen.add(body)
                 poems.append(body)
-    return poems, counts
+    return poems, counts, pairs
 
 
 def split_poems(poems: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -266,50 +262,70 @@ def split_poems(poems: list[str], val_fraction: float, seed: int) -> tuple[list[
 
 
 def prepare_tang(raw_dir: str | Path, out_dir: str | Path, val_fraction: float = 0.05,
-                 seed: int = 1, *, rhymes_path: str | Path | None = None,
+                 seed: int = 1, *, tables_dir: str | Path | None = None,
                  convert: Callable[[str], str] | None = None,
-                 finals_of: Callable[[str], list[str]] | None = None) -> dict:
-    """Build the training corpus (and optionally the rhyme table) from the raw JSON files.
+                 finals_of: Callable[[str], list[str]] | None = None,
+                 pingshui_source: Source | None = None) -> dict:
+    """Build the training corpus (and optionally the rhyme tables) from the raw JSON files.
 
     raw_dir: folder of poet.tang.N.json, with LICENSE in it or next to it. out_dir: created if
-    needed; receives train.txt.gz, val.txt.gz, README.md, LICENSE. rhymes_path: where to write
-    the rhyme table (the package's charrnn/data/rhymes.json), or None not to.
-    convert / finals_of: the converters, by default OpenCC t2s and pypinyin (imported only here).
+    needed; receives train.txt.gz, val.txt.gz, README.md, LICENSE. tables_dir: where to write
+    the rhyme tables pingshui.json and shisan.json (the package's are in charrnn/data), or None
+    not to. convert / finals_of / pingshui_source: OpenCC t2s, pypinyin and the 平水韵 books of
+    charrnn.pingshui by default (imported only here).
     Returns the counts (also in the README): read, unclean, not_regulated, duplicates, poems,
     train, val, one entry per form key, chars (distinct characters of the poems, marks included),
-    han_chars, rhyme_chars (characters with an entry in the rhyme table; 0 if not built).
+    han_chars, rhyme_chars (characters with a 十三辙 class), pingshui_chars (characters in the
+    平水韵 table), pingshui_tokens and both_tones_tokens (shares of the corpus's Han tokens with
+    an entry, and with both 平 and 仄 readings); the last four 0 if the tables are not built.
     """
     if not 0 <= val_fraction < 1:
         raise UsageError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     raw_files(raw_dir)  # a missing or empty raw directory is named as such, before the license
     license_file = find_license(raw_dir)
     convert = opencc_t2s() if convert is None else convert
-    if rhymes_path is not None and finals_of is None:
-        finals_of = pypinyin_finals()  # fail before the long part if pypinyin is missing
-    poems, counts = select_poems(raw_dir, convert)
+    if tables_dir is not None:  # fail before the long part if a package is missing
+        finals_of = pypinyin_finals() if finals_of is None else finals_of
+        pingshui_source = read_sources() if pingshui_source is None else pingshui_source
+    poems, counts, pairs = select_poems(raw_dir, convert)
     train, val = split_poems(poems, val_fraction, seed)
     chars = set("".join(poems))
     counts.update(poems=len(poems), train=len(train), val=len(val))
     counts.update({key: 0 for key in FORMS})
     for poem in poems:
         counts[form_of(poem)] += 1
-    counts.update(chars=len(chars), han_chars=sum(map(is_han, chars)), rhyme_chars=0)
+    counts.update(chars=len(chars), han_chars=sum(map(is_han, chars)), rhyme_chars=0,
+                  pingshui_chars=0, pingshui_tokens=0.0, both_tones_tokens=0.0)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_gzip_lines(train, out / "train.txt.gz")
     write_gzip_lines(val, out / "val.txt.gz")
     shutil.copyfile(license_file, out / "LICENSE")
-    if rhymes_path is not None:
+    if tables_dir is not None:
         table = build_rhymes((ch for ch in chars if is_han(ch)), finals_of)
-        write_rhymes(table, rhymes_path)
-        counts["rhyme_chars"] = len(table["chars"])
+        write_table(table, Path(tables_dir) / "shisan.json")
+        book = build_pingshui(pairs, pingshui_source, convert)
+        write_table(book, Path(tables_dir) / "pingshui.json")
+        counts.update(rhyme_chars=len(table["chars"]), pingshui_chars=len(book["chars"]),
+                      **_coverage(poems, book))
     command = ("python -c \"from charrnn.tang import prepare_tang; prepare_tang("
                f"{str(raw_dir)!r}, {str(out_dir)!r}, val_fraction={val_fraction!r}, seed={seed!r}"
-               + (f", rhymes_path={str(rhymes_path)!r}" if rhymes_path is not None else "")
+               + (f", tables_dir={str(tables_dir)!r}" if tables_dir is not None else "")
                + ")\"")
     (out / "README.md").write_text(_readme(counts, train, val, command), encoding="utf-8")
     return counts
+
+
+def _coverage(poems: list[str], book: dict) -> dict:
+    """Shares of the poems' Han tokens with a 平水韵 entry, and with both 平 and 仄 readings."""
+    tokens = [ch for poem in poems for ch in poem if is_han(ch)]
+    entries, both = 0, 0
+    for ch in tokens:
+        tones = {book["tones"][g] == "平" for g in book["chars"].get(ch, ())}
+        entries += bool(tones)
+        both += tones == {True, False}
+    return {"pingshui_tokens": entries / max(len(tokens), 1), "both_tones_tokens": both / max(len(tokens), 1)}
 
 
 def _sha256(lines: list[str]) -> str:
@@ -341,8 +357,8 @@ one poem per line (UTF-8, gzip), e.g.
 
       {command}
 
-  It rewrites these files byte for byte identically (and the rhyme table
-  `charrnn/data/rhymes.json` when `rhymes_path` is given). How poems are cleaned and selected is
+  It rewrites these files byte for byte identically (and the rhyme tables in
+  `charrnn/data` when `tables_dir` is given). How poems are cleaned and selected is
   described in the docstring of `charrnn/tang.py`: annotations removed, poems with lost or
   unencodable characters dropped, only the four regulated forms kept, line-end marks rewritten
   to alternate ，and 。, traditional characters converted to simplified with OpenCC `t2s`, repeated
@@ -360,6 +376,12 @@ one poem per line (UTF-8, gzip), e.g.
   {counts['not_regulated']:,} in none of the four forms, {counts['duplicates']:,} duplicate bodies.
 - Vocabulary: {counts['chars']:,} distinct characters ({counts['han_chars']:,} Han characters plus
   ，and 。); with the newline that ends each poem, {counts['chars'] + 1:,} symbols.
-- Rhyme table: {counts['rhyme_chars']:,} characters with a 十三辙 class.
+- Rhyme tables (charrnn/data): `pingshui.json`, {counts['pingshui_chars']:,} characters in the
+  106 groups of the 平水韵, each group with its tone (平 上 去 入), from {SOURCES[0]} and
+  {SOURCES[1]}, merged (the union of their readings); a simplified character has the groups of every traditional character
+  that became it in conversion (see `charrnn/pingshui.py`). Coverage: {counts['pingshui_tokens']:.2%}
+  of the corpus's Han tokens have an entry; {counts['both_tones_tokens']:.1%} have both 平 and 仄
+  readings (看 长 行 ...), which fit either tone. `shisan.json`, {counts['rhyme_chars']:,}
+  characters with a 十三辙 class (modern finals, pypinyin), the alternative scheme.
 - SHA-256 of the uncompressed text: train `{_sha256(train)}`, val `{_sha256(val)}`.
 """

@@ -61,7 +61,7 @@ def test_rhyme_and_no_copy(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     (tmp_path / "p.txt").write_text(result.output, encoding="utf-8")
     m = json.loads(invoke("poem-metrics", tmp_path / "p.txt", "--corpus", corpus, "--json").output)
-    assert m["rhyme"] == 1.0 and m["copied"] == 0.0
+    assert m["overall"]["rhyme"] == 1.0 and m["copied"] == 0.0
 
 
 @pytest.mark.parametrize("args,status,culprit", [

@@ -1,4 +1,5 @@
-"""The regulated forms: recognition, rhyme table, metrics and constrained decoding."""
+"""The regulated forms: recognition, the 十三辙 table, metrics and constrained decoding.
+(Tones, templates and the 平水韵: test_prosody.py.)"""
 
 import numpy as np
 import pytest
@@ -6,8 +7,9 @@ import pytest
 from charrnn import poetry
 from charrnn.corpus import Vocab
 from charrnn.errors import CharRNNError, UsageError
-from charrnn.poetry import (FORMS, compose, corpus_lines, form_of, get_form, han_mask, is_han,
-                            load_main_rhymes, load_rhymes, poem_lines, poem_metrics, rhymes_with)
+from charrnn.poetry import FORMS, compose, corpus_lines, form_of, get_form, han_mask, is_han, poem_lines
+from charrnn.prosody import RhymeBook, common_rhyme, load_book
+from charrnn.scansion import poem_metrics
 
 JINGYESI = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 JINGYESI_OLD = "床前看月光，疑是地上霜。举头望山月，低头思故乡。"
@@ -108,25 +110,24 @@ def test_han_check_covers_the_extensions():
 # -- rhyme table and metrics ----------------------------------------------------------------
 
 
-def test_shipped_rhyme_table():
-    rhymes, names = load_rhymes(), poetry._read_rhymes()[0]  # group names, in index order
-    assert len(names) == 13
-    assert all(isinstance(v, frozenset) for v in rhymes.values())
-    group = {ch: {names[g] for g in rhymes[ch]} for ch in "花流楼霜乡鱼知衣子山间天"}
+def test_shipped_shisan_table():
+    book = load_book("shisan")
+    names = book.groups
+    assert len(names) == 13 and not any(book.tones)
+    group = {ch: {names[g] for g in book.rhyme_groups(ch)} for ch in "花流楼霜乡鱼知衣子山间天"}
     assert group["花"] == {"发花辙"}
     assert group["流"] == group["楼"] == {"油求辙"}
     assert group["霜"] == group["乡"] == {"江阳辙"}
     assert group["鱼"] == group["知"] == group["衣"] == group["子"] == {"一七辙"}
     assert group["山"] == group["间"] == group["天"] == {"言前辙"}
-    assert rhymes_with("流楼", rhymes) and not rhymes_with("流天", rhymes)
+    assert common_rhyme(list("流楼"), book) and not common_rhyme(list("流天"), book)
     # 家 reads jiā, and rarely gū: any reading counts for the metric, the main one for --rhyme.
-    main = load_main_rhymes()
-    assert {names[g] for g in rhymes["家"]} == {"发花辙", "乜斜辙", "姑苏辙"}
-    assert rhymes_with("家初", rhymes) and not rhymes_with("家初", main)
-    assert main["家"] == {names.index("发花辙")} and main.keys() == rhymes.keys()
-    assert all(len(v) == 1 and v <= rhymes[ch] for ch, v in main.items())
-    assert not rhymes_with("流A", rhymes)  # a character missing from the table rhymes with nothing
-    assert len(rhymes) > 6000
+    main = book.main_readings()
+    assert {names[g] for g in book.chars["家"]} == {"发花辙", "乜斜辙", "姑苏辙"}
+    assert common_rhyme(list("家初"), book) and not common_rhyme(list("家初"), main)
+    assert main.chars["家"] == (names.index("发花辙"),) and main.chars.keys() == book.chars.keys()
+    assert not common_rhyme(["流", "A"], book)  # a character missing from the table rhymes with nothing
+    assert len(book.chars) > 6000
 
 
 def test_metrics_by_hand():
@@ -136,19 +137,26 @@ def test_metrics_by_hand():
     m = poem_metrics(poems, corpus)
     assert m["poems"] == 5 and m["valid"] == pytest.approx(4 / 5)
     assert m["forms"] == {"wujue": pytest.approx(4 / 5), "qijue": 0.0, "wulv": 0.0, "qilv": 0.0}
-    assert m["rhyme"] == pytest.approx(3 / 4)      # 霜/乡 twice, 流/楼 yes, 流/天 no
+    assert m["overall"]["rhyme"] == pytest.approx(3 / 4)  # 霜/乡 twice, 流/楼 yes, 流/天 no
     assert m["lines"] == 16
     assert m["copied"] == pytest.approx(13 / 16)   # 4 + 2 + 4 + 3 lines of the corpus
     assert m["distinct"] == pytest.approx(11 / 16)  # 4 + 2 new + 4 + 1 new
     assert poem_metrics(poems)["copied"] is None
 
 
+def small_book(chars):
+    """A 平水韵-like book of four 平 groups: chars maps characters to group indices."""
+    return RhymeBook("pingshui", ("g0", "g1", "g2", "g3"), ("平",) * 4,
+                     {ch: tuple(gs) for ch, gs in chars.items()})
+
+
 def test_metrics_with_a_given_table_and_no_valid_poems():
-    rhymes = {"霜": frozenset({0, 1}), "乡": frozenset({1}), "流": frozenset({2}),
-              "楼": frozenset({3})}
-    assert poem_metrics([JINGYESI, DENGGUAN], rhymes=rhymes)["rhyme"] == pytest.approx(1 / 2)
+    book = small_book({"霜": (0, 1), "乡": (1,), "流": (2,), "楼": (3,)})
+    m = poem_metrics([JINGYESI, DENGGUAN], pingshui=book)
+    assert m["overall"]["rhyme"] == pytest.approx(1 / 2)
+    assert m["by_form"]["wujue"]["poems"] == 2
     empty = poem_metrics(["不是诗"], set())
-    assert (empty["valid"], empty["rhyme"], empty["copied"], empty["distinct"]) == (0.0, 0.0, 0.0, 0.0)
+    assert (empty["valid"], empty["overall"]["rhyme"], empty["copied"], empty["distinct"]) == (0.0, 0.0, 0.0, 0.0)
 
 
 # -- constrained decoding -------------------------------------------------------------------
@@ -219,30 +227,31 @@ def test_bad_start(start, message):
                 acrostic="床疑举低" if start == "春" else None)
 
 
+@pytest.mark.parametrize("scheme", ["pingshui", "shisan"])
 @pytest.mark.parametrize("form", list(FORMS))
-def test_rhyme_makes_every_poem_rhyme(form):
+def test_rhyme_makes_every_poem_rhyme(form, scheme):
     vocab = make_vocab()
     poems = compose(RandomModel(len(vocab), seed=5), vocab, form, np.random.default_rng(4),
-                    num=200, temperature=1.5, rhyme=True)
-    main = load_main_rhymes()
-    assert poem_metrics(poems, rhymes=main)["rhyme"] == 1.0  # in the main readings
+                    num=200, temperature=1.5, rhyme=True, rhyme_scheme=scheme)
+    book = load_book(scheme) if scheme == "pingshui" else load_book(scheme).main_readings()
     for poem in poems:
         ends = [line[-1] for line in poem_lines(poem)[1::2]]
-        group = main[ends[0]]
-        choices = sum(main.get(ch) == group for ch in vocab.chars)
+        shared = common_rhyme(ends, book)
+        assert shared  # in the main readings for the 十三辙
+        choices = sum(bool(book.rhyme_groups(ch) & shared) for ch in vocab.chars)
         # No rhyme character twice, unless the vocabulary has too few in the group.
         assert len(set(ends)) == min(len(ends), choices)
     plain = compose(RandomModel(len(vocab), seed=5), vocab, form, np.random.default_rng(4),
                     num=200, temperature=1.5)
-    assert poem_metrics(plain)["rhyme"] < 0.9  # the constraint is what makes them rhyme
+    assert poem_metrics(plain)["overall"]["rhyme"] < 0.9  # the constraint is what makes them rhyme
 
 
 def test_rhyme_falls_back_to_repeating_when_the_group_is_too_small():
     vocab = make_vocab()
-    rhymes = {"花": frozenset({0}), "家": frozenset({0})}  # only two characters rhyme at all
+    book = small_book({"花": (0,), "家": (0,)})  # only two characters rhyme at all
     poems = compose(RandomModel(len(vocab)), vocab, "wulv", np.random.default_rng(0), num=30,
-                    rhyme=True, rhymes=rhymes)
-    assert poem_metrics(poems, rhymes=rhymes)["rhyme"] == 1.0
+                    rhyme=True, book=book)
+    assert poem_metrics(poems, pingshui=book)["overall"]["rhyme"] == 1.0
     for poem in poems:
         ends = [line[-1] for line in poem_lines(poem)[1::2]]
         assert len(set(ends[:2])) == 2 and set(ends) == {"花", "家"}  # both before a repeat

@@ -63,6 +63,12 @@ def finals_of(ch):
     return FINALS.get(ch, [])
 
 
+# A tiny 平水韵 standing in for the two rhyme-book packages (not installed for the tests): three
+# groups, keyed by traditional characters as the sources are.
+PINGSHUI_SOURCE = ([("下平十一尤", "平"), ("下平七陽", "平"), ("入十一陌", "入")],
+                   {"流": {0}, "樓": {0}, "鄉": {1}, "霜": {1}, "白": {2}, "長": {1}, "盡": {2}})
+
+
 def write_raw(folder, files):
     folder.mkdir()
     for name, poems in files.items():
@@ -80,7 +86,8 @@ def raw(tmp_path):
 
 
 def prepare(raw, out, **kw):
-    return tang.prepare_tang(raw, out, convert=convert, finals_of=finals_of, **kw)
+    return tang.prepare_tang(raw, out, convert=convert, finals_of=finals_of,
+                             pingshui_source=PINGSHUI_SOURCE, **kw)
 
 
 def read_lines(path):
@@ -127,10 +134,11 @@ def test_prepare_selects_cleans_converts_and_dedupes(raw, tmp_path):
 
 def test_prepare_is_byte_identical_and_splits(raw, tmp_path):
     first = tmp_path / "out"
-    prepare(raw, first, val_fraction=0.4, seed=3, rhymes_path=first / "rhymes.json")
-    before = digest(first)
-    prepare(raw, first, val_fraction=0.4, seed=3, rhymes_path=first / "rhymes.json")
-    assert digest(first) == before
+    tables = tmp_path / "data"
+    prepare(raw, first, val_fraction=0.4, seed=3, tables_dir=tables)
+    before = digest(first) | digest(tables)
+    prepare(raw, first, val_fraction=0.4, seed=3, tables_dir=tables)
+    assert digest(first) | digest(tables) == before
     train, val = read_lines(first / "train.txt.gz"), read_lines(first / "val.txt.gz")
     assert (len(train), len(val)) == (3, 2)
     assert sorted(train + val) == sorted([DENGGUAN, JINGYESI, ZAOFA, CHUNWANG, DENGGAO])
@@ -141,8 +149,8 @@ def test_prepare_is_byte_identical_and_splits(raw, tmp_path):
 
 def test_prepare_writes_the_rhyme_table(raw, tmp_path):
     out = tmp_path / "out"
-    counts = prepare(raw, out, rhymes_path=tmp_path / "data" / "rhymes.json")
-    table = json.loads((tmp_path / "data" / "rhymes.json").read_text(encoding="utf-8"))
+    counts = prepare(raw, out, tables_dir=tmp_path / "data")
+    table = json.loads((tmp_path / "data" / "shisan.json").read_text(encoding="utf-8"))
     groups = table["groups"]
     assert len(groups) == 13 and table["scheme"].startswith("十三辙")
     chars = table["chars"]
@@ -152,6 +160,22 @@ def test_prepare_writes_the_rhyme_table(raw, tmp_path):
     assert [groups[g] for g in chars["还"]] == ["言前辙", "怀来辙"]
     assert [groups[g] for g in chars["台"]] == ["怀来辙", "一七辙"]  # the first reading's class first
     assert "白" not in chars  # no reading known -> no entry
+
+
+def test_prepare_writes_the_pingshui_table_keyed_by_simplified_characters(raw, tmp_path):
+    counts = prepare(raw, tmp_path / "out", tables_dir=tmp_path / "data")
+    table = json.loads((tmp_path / "data" / "pingshui.json").read_text(encoding="utf-8"))
+    assert table["scheme"] == "平水韵" and len(table["groups"]) == len(table["tones"]) == 3
+    chars = table["chars"]
+    assert list(chars) == sorted(chars) and counts["pingshui_chars"] == len(chars)
+    # looked up through the traditional characters they were converted from: 樓 -> 楼, 鄉 -> 乡
+    assert chars["楼"] == chars["流"] == [0] and chars["乡"] == chars["霜"] == [1]
+    # 长 came into the poems as 长 (DENGGAO is simplified already), and the source knows only 長
+    assert chars["尽"] == chars["白"] == [2] and "长" not in chars
+    tokens = [ch for p in read_lines(tmp_path / "out" / "train.txt.gz") for ch in p if ch not in "，。"]
+    assert counts["pingshui_tokens"] == pytest.approx(sum(ch in chars for ch in tokens) / len(tokens))
+    readme = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    assert "pingshui.json" in readme and f"{counts['pingshui_tokens']:.2%}" in readme
 
 
 def test_rhyme_classes_follow_the_thirteen_tracks():
@@ -181,7 +205,7 @@ def test_missing_opencc_and_pypinyin_say_how_to_install(raw, tmp_path, monkeypat
     with pytest.raises(CharRNNError, match="OpenCC"):
         tang.prepare_tang(raw, tmp_path / "out")
     with pytest.raises(CharRNNError, match="pypinyin"):
-        tang.prepare_tang(raw, tmp_path / "out", convert=convert, rhymes_path=tmp_path / "r.json")
+        tang.prepare_tang(raw, tmp_path / "out", convert=convert, tables_dir=tmp_path / "data")
 
 
 def test_raw_files_are_read_in_numeric_order(tmp_path):
