@@ -37,9 +37,10 @@ tang: $(STAMP)  ## train configs/tang.yaml (see its stated time), then a poem of
 	$(MAKE) --no-print-directory poems RUN=runs/tang
 
 RUN ?= runs/tang
-poems: $(STAMP)  ## print a poem of each form and an acrostic from RUN/best.npz
-	@for form in wujue qijue wulv qilv; do $(BIN)/charrnn poem $(RUN)/best.npz --form $$form --rhyme --no-copy --seed 7 --pretty; done
-	@$(BIN)/charrnn poem $(RUN)/best.npz --form qijue --acrostic 春夏秋冬 --rhyme --seed 7 --pretty
+POEM_OPTS ?= --strict --repeat-penalty 2 --best-of 8 --no-copy --seed 7 --pretty
+poems: $(STAMP)  ## print a poem of each form and an acrostic from RUN/best.npz, tones and 平水韵 rhyme on
+	@for form in wujue qijue wulv qilv; do $(BIN)/charrnn poem $(RUN)/best.npz --form $$form $(POEM_OPTS); done
+	@$(BIN)/charrnn poem $(RUN)/best.npz --form qijue --acrostic 春夏秋冬 $(POEM_OPTS)
 
 bench: $(STAMP)  ## speed benchmark against PyTorch's CPU LSTM (installs the [bench] extra)
 	$(BIN)/python -m pip install -q -e '.[bench]'

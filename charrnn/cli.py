@@ -464,7 +464,8 @@ def poem_metrics(file, corpus_path, as_json):
     keys = list(m["by_form"])
     click.echo(f"{'':19}{'all':>7}" + "".join(f"{k:>7}" for k in keys))
     for rate, name, meaning in _RATE_LINES:
-        click.echo(f"{name:<19}{m['overall'][rate]:>7.1%}"
+        wide = sum(1 for ch in name if ord(ch) > 0x2E7F)  # a Han character takes two columns
+        click.echo(f"{name:<{19 - wide}}{m['overall'][rate]:>7.1%}"
                    + "".join(f"{m['by_form'][k][rate]:>7.1%}" for k in keys) + f"  {meaning}")
     click.echo(f"copied lines       {'n/a (no --corpus)' if m['copied'] is None else format(m['copied'], '.1%')}")
     click.echo(f"distinct lines     {m['distinct']:.1%}  of {m['lines']}")

@@ -119,13 +119,10 @@ class VerseConstraints:
             keep = np.where((templates & rhymes).any(1, keepdims=True), rhymes, True)
             self.alive &= keep[:, :, None]
             self.live = np.where(on[:, :, None] & shared.any(2, keepdims=True), shared, self.live)
-            self.used[rows[(self.alive.any(2) & on).any(1)], ids[(self.alive.any(2) & on).any(1)]] = True
+            rhymed = (self.alive.any(2) & on).any(1)  # a live template rhymes here: a rhyme character
+            self.used[rows[rhymed], ids[rhymed]] = True
         if line + 1 < self.lines:
             self.start_line(line + 1, self.alive.any(2))
-
-    def templates_alive(self) -> np.ndarray:
-        """(B, T) bool: the templates each row still fits."""
-        return self.alive.any(2)
 
 
 def templates_fitting_forced(forced: dict[int, int], tokens: list[str], book: RhymeBook,

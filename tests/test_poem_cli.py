@@ -64,7 +64,35 @@ def test_rhyme_and_no_copy(checkpoint, tmp_path):
     assert m["overall"]["rhyme"] == 1.0 and m["copied"] == 0.0
 
 
+@pytest.mark.parametrize("form", list(FORMS))
+def test_strict_poems_of_a_near_untrained_model_all_fit_a_template_and_rhyme(checkpoint, form, tmp_path):
+    ckpt, corpus = checkpoint
+    result = invoke("poem", ckpt, "--form", form, "--num", 200, "--seed", 1, "--strict",
+                    "--repeat-penalty", 2, "--best-of", 2, "--stats")
+    assert result.exit_code == 0, result.output
+    assert "200 poems: mean NLL" in result.stderr and "s per poem" in result.stderr
+    (tmp_path / "poems.txt").write_text(result.stdout, encoding="utf-8")
+    m = json.loads(invoke("poem-metrics", tmp_path / "poems.txt", "--json").output)
+    assert m["valid"] == 1.0
+    assert m["overall"]["template"] == m["overall"]["rhyme"] == m["overall"]["level_ends"] == 1.0
+    assert m["by_form"][form]["poems"] == 200
+
+
+def test_poem_metrics_prints_a_row_per_rule(checkpoint, tmp_path):
+    (tmp_path / "p.txt").write_text("白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n", encoding="utf-8")
+    out = invoke("poem-metrics", tmp_path / "p.txt").output
+    for name in ("template fit", "粘", "对", "平 at even ends", "rhyme 平水韵", "first line rhymes",
+                 "重韵", "repeated char", "rhyme 十三辙"):
+        assert any(line.startswith(name) for line in out.splitlines()), name
+    assert "100.0%" in next(line for line in out.splitlines() if line.startswith("template fit"))
+
+
 @pytest.mark.parametrize("args,status,culprit", [
+    (["--form", "wujue", "--template", "S1"], 2, "--template needs --tones"),
+    (["--form", "wujue", "--strict", "--rhyme-scheme", "shisan"], 2, "--rhyme-scheme shisan"),
+    (["--form", "wujue", "--best-of", "0"], 2, "--best-of"),
+    (["--form", "wujue", "--repeat-penalty", "-1"], 2, "--repeat-penalty"),
+    (["--form", "wujue", "--strict", "--template", "S2", "--start", "白日依山尽"], 2, "--start"),
     (["--form", "sonnet"], 2, "--form"),
     (["--form", "wujue", "--acrostic", "春夏秋"], 2, "--acrostic"),
     (["--form", "wujue", "--acrostic", "abcd"], 2, "--acrostic"),
