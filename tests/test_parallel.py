@@ -128,7 +128,9 @@ def test_a_worker_that_stops_answering_is_replaced_by_this_process(monkeypatch):
         os.kill(silent.pid, signal.SIGSTOP)  # alive, holding its pipe open, never replying
         started = time.monotonic()
         loss, _, _ = split.loss_and_grads(x, y, state)
-        assert time.monotonic() - started < 10
+        # Only a guard against a hang: the deadline scales with the other worker's reply time,
+        # which on busy cores can be seconds, so no tighter bound holds by design.
+        assert time.monotonic() - started < 120
         assert loss == pytest.approx(expected_loss, rel=1e-12)
         assert split._workers == [] and not silent.is_alive()
     assert len(heard) == 1 and "stopped answering" in heard[0] and "one process" in heard[0]
