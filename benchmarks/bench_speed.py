@@ -45,7 +45,9 @@ import sys
 import time
 from pathlib import Path
 
-# (cell, V, H, layers, B, T)
+# (cell, V, H, layers, B, T[, head]); head "full" unless given. Targets follow a Zipf law
+# (p(rank r) ~ 1/(r+1)), so that the adaptive head's clusters see a corpus's share of the rows
+# (for V=6800: 75% in the shortlist, about as in the Tang poems' 80%).
 CONFIGS = [
     ("lstm", 65, 128, 2, 32, 64),
     ("lstm", 65, 256, 2, 64, 64),
@@ -53,6 +55,9 @@ CONFIGS = [
     ("gru", 65, 256, 2, 64, 64),
     ("lstm", 6800, 256, 2, 64, 64),
     ("lstm", 6800, 512, 2, 32, 64),
+    ("lstm", 6800, 256, 2, 32, 64),
+    ("lstm", 6800, 256, 2, 32, 64, "adaptive"),
+    ("lstm", 6800, 512, 2, 32, 64, "adaptive"),
 ]
 MAX_NORM = 5.0
 LEARNING_RATE = 2e-3
@@ -88,16 +93,40 @@ def _max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _numpy_model(cell, V, H, L, B, T):
+def _unpack(cfg) -> tuple:
+    """(cell, V, H, L, B, T, head) of a config, head "full" when it is not given."""
+    return (*cfg[:6], cfg[6] if len(cfg) > 6 else "full")
+
+
+def _zipf_counts(V):
+    """Expected counts per id (= rank) of a million tokens under p(r) ~ 1/(r+1)."""
+    import numpy as np
+
+    p = 1.0 / np.arange(1, V + 1)
+    return np.round(1e6 * p / p.sum()).astype(np.int64)
+
+
+def _adaptive_cutoffs(V):
+    from charrnn.adaptive import default_cutoffs
+
+    return default_cutoffs(_zipf_counts(V))
+
+
+def _numpy_model(cfg):
     import numpy as np
 
     from charrnn.model import CharRNN
 
+    cell, V, H, L, B, T, head = _unpack(cfg)
     rng = np.random.default_rng(0)
-    model = CharRNN(V, H, L, cell=cell)
+    extra = {}
+    if head == "adaptive":
+        extra = dict(head="adaptive", head_cutoffs=_adaptive_cutoffs(V), head_order=list(range(V)))
+    model = CharRNN(V, H, L, cell=cell, **extra)
     model.init_params(rng)
     x = rng.integers(0, V, size=(B, T))
-    y = rng.integers(0, V, size=(B, T))
+    counts = _zipf_counts(V)
+    y = rng.choice(V, size=(B, T), p=counts / counts.sum())
     return model, x, y, rng
 
 
@@ -110,8 +139,8 @@ def worker_numpy_train(cfg, warmup, steps, processes):
     from charrnn.optim import Adam, clip_grad_norm
     from charrnn.parallel import SplitBatch
 
-    cell, V, H, L, B, T = cfg
-    model, x, y, _ = _numpy_model(cell, V, H, L, B, T)
+    cell, V, H, L, B, T, _ = _unpack(cfg)
+    model, x, y, _ = _numpy_model(cfg)
     optimizer = Adam(model.params)
     state = model.init_state(B)
     split = SplitBatch(model, processes) if processes > 1 else None
@@ -144,7 +173,7 @@ def worker_numpy_gemm(cfg, warmup, steps):
     """The matrix products of one charrnn training step, alone, with the layouts the cells use."""
     import numpy as np
 
-    cell, V, H, L, B, T = cfg
+    cell, V, H, L, B, T, head = _unpack(cfg)
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
     N = T * B
     rng = np.random.default_rng(0)
@@ -152,8 +181,20 @@ def worker_numpy_gemm(cfg, warmup, steps):
     def rand(*shape):
         return rng.standard_normal(shape, dtype=np.float32)
 
-    top, Wy = rand(N, H), rand(H, V)
-    dlogits, logits, dtop = rand(N, V), np.empty((N, V), np.float32), np.empty((N, H), np.float32)
+    # the head's products: (rows, H) x (H, width), once forward and twice backward, and for the
+    # adaptive head each cluster's projection and output on the rows whose targets fall in it
+    blocks = [(N, H, V)]
+    if head == "adaptive":
+        from charrnn.adaptive import projection_sizes
+
+        cutoffs = _adaptive_cutoffs(V)
+        counts = _zipf_counts(V)
+        share = [counts[a:b].sum() / counts.sum() for a, b in zip(cutoffs, [*cutoffs[1:], V])]
+        blocks = [(N, H, cutoffs[0] + len(cutoffs))]
+        for i, d in enumerate(projection_sizes(H, len(cutoffs), 4.0)):
+            rows = max(1, round(N * share[i]))
+            blocks += [(rows, H, d), (rows, d, [*cutoffs[1:], V][i] - cutoffs[i])]
+    head_arrays = [(rand(n, k), rand(k, m), rand(n, m)) for n, k, m in blocks]
     layers = []
     for layer in range(L):
         lay = {"Wh": rand(H, G), "WhT": rand(G, H), "hs": rand(T + 1, B, H), "dA": rand(T, B, G),
@@ -169,9 +210,10 @@ def worker_numpy_gemm(cfg, warmup, steps):
                 np.matmul(lay["x"], lay["Wx"], out=lay["pre"])
             for t in range(T):
                 np.matmul(hs[t], lay["Wh"], out=lay["rec"])
-        np.matmul(top, Wy, out=logits)
-        np.matmul(top.T, dlogits)
-        np.matmul(dlogits, Wy.T, out=dtop)
+        for inp, weight, grad in head_arrays:
+            np.matmul(inp, weight)
+            np.matmul(inp.T, grad)
+            np.matmul(grad, weight.T)
         for lay in reversed(layers):
             hs, dA = lay["hs"], lay["dA"]
             for t in range(T - 1, -1, -1):
@@ -191,8 +233,7 @@ def worker_numpy_sample(cfg, chars, batch_steps):
 
     from charrnn.sample import choose
 
-    cell, V, H, L, _, _ = cfg
-    model, _, _, rng = _numpy_model(cell, V, H, L, 1, 1)
+    model, _, _, rng = _numpy_model(cfg)
     result = {}
     for batch, n in ((1, chars), (64, batch_steps)):
         state = model.init_state(batch)
@@ -213,9 +254,13 @@ def _torch_model(cfg, threads):
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    cell, V, H, L, B, T = cfg
+    cell, V, H, L, B, T, kind = _unpack(cfg)
     rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](V, H, L)
-    head = torch.nn.Linear(H, V)
+    if kind == "adaptive":
+        head = torch.nn.AdaptiveLogSoftmaxWithLoss(H, V, _adaptive_cutoffs(V), div_value=4.0,
+                                                   head_bias=True)
+    else:
+        head = torch.nn.Linear(H, V)
     return torch, rnn, head
 
 
@@ -238,18 +283,24 @@ def worker_torch_train(cfg, warmup, steps, threads, pilot):
     torch, rnn, head = _torch_model(cfg, threads)
     import torch.nn.functional as F
 
-    cell, V, H, L, B, T = cfg
+    cell, V, H, L, B, T, kind = _unpack(cfg)
     params = [*rnn.parameters(), *head.parameters()]
     optimizer = torch.optim.Adam(params, lr=LEARNING_RATE)
     x = torch.randint(0, V, (T, B))
-    y = torch.randint(0, V, (T * B,))
+    counts = torch.from_numpy(_zipf_counts(V)).double()
+    y = torch.multinomial(counts / counts.sum(), T * B, replacement=True)
+
+    def loss_of(out):
+        if kind == "adaptive":
+            return head(out.reshape(T * B, H), y).loss
+        return F.cross_entropy(head(out).reshape(T * B, V), y)
     zeros = torch.zeros(L, B, H)
     state = (zeros, zeros.clone()) if cell == "lstm" else zeros
 
     def step():
         nonlocal state
         out, state = rnn(F.one_hot(x, V).float(), state)
-        loss = F.cross_entropy(head(out).reshape(T * B, V), y)
+        loss = loss_of(out)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, MAX_NORM)
@@ -272,7 +323,7 @@ def worker_torch_sample(cfg, chars, threads, pilot):
     """PyTorch sampling, one stream: one-hot input, softmax, torch.multinomial, under no_grad,
     with the faster of the oneDNN and native kernels."""
     torch, rnn, head = _torch_model(cfg, threads)
-    V = cfg[1]
+    V, adaptive = cfg[1], _unpack(cfg)[6] == "adaptive"
 
     def run(n):
         x = torch.zeros(1, 1, V)
@@ -281,7 +332,7 @@ def worker_torch_sample(cfg, chars, threads, pilot):
             x.zero_()
             x[0, 0, idx] = 1.0
             out, state = rnn(x, state)
-            probs = torch.softmax(head(out[0]), dim=-1)
+            probs = head.log_prob(out[0]).exp() if adaptive else torch.softmax(head(out[0]), dim=-1)
             idx = int(torch.multinomial(probs, 1))
 
     with torch.no_grad():
@@ -364,7 +415,7 @@ def machine_info(np_threads: int, torch_threads: int, torch_version: str | None)
 
 def measure_once(cfg, args, have_torch: bool) -> dict:
     """One run of every measurement for one configuration, the two sides alternating."""
-    cell, V, H, L, B, T = cfg
+    cell, V, H, L, B, T, _ = _unpack(cfg)
     timing = {"cfg": cfg, "warmup": args.warmup, "steps": args.steps}
     env = _blas_env(args.np_threads)
     row = {}
@@ -414,7 +465,8 @@ def _fmt(value, spec: str) -> str:
 
 def print_tables(results: list[dict], have_torch: bool) -> None:
     def label(cfg):
-        return "{} {:>4} {:>3} {} {:>2} {:>3}".format(*cfg)
+        cell, V, H, L, B, T, head = _unpack(cfg)
+        return "{} {:>4} {:>3} {} {:>2} {:>3}{}".format(cell, V, H, L, B, T, " adapt" if head == "adaptive" else "")
 
     print("\nTraining, chars/s (median step; median over runs)")
     print(f"{'cell V H L B T':<24}{'charrnn':>9}{'1 proc':>8}{'torch':>9}{'kernel':>8}{'ratio':>7}"
@@ -437,7 +489,7 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
 
 
 def parse_configs(text: str | None) -> list[tuple]:
-    """'0,3' (indices into CONFIGS) and/or 'lstm:65:128:2:32:64' specs, comma-separated."""
+    """'0,3' (indices into CONFIGS) and/or 'lstm:65:128:2:32:64[:adaptive]' specs, comma-separated."""
     if not text:
         return list(CONFIGS)
     out = []
@@ -447,9 +499,11 @@ def parse_configs(text: str | None) -> list[tuple]:
             out.append(CONFIGS[int(item)])
         else:
             cell, *nums = item.split(":")
-            if cell not in ("lstm", "gru") or len(nums) != 5:
-                raise SystemExit(f"--configs: {item!r} is not an index or cell:V:H:L:B:T (cell lstm or gru)")
-            out.append((cell, *map(int, nums)))
+            head = nums.pop() if nums and nums[-1] in ("full", "adaptive") else "full"
+            if cell not in ("lstm", "gru") or len(nums) != 5 or not all(n.isdigit() for n in nums):
+                raise SystemExit(f"--configs: {item!r} is not an index or cell:V:H:L:B:T[:adaptive] "
+                                 "(cell lstm or gru)")
+            out.append((cell, *map(int, nums), *([head] if head == "adaptive" else [])))
     return out
 
 
@@ -460,7 +514,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--configs", help="comma-separated indices into the built-in list "
-                    "(0-5) and/or cell:V:H:L:B:T specs; default: all six")
+                    f"(0-{len(CONFIGS) - 1}) and/or cell:V:H:L:B:T[:adaptive] specs; default: all")
     ap.add_argument("--repeat", type=int, default=3, help="full runs; figures are medians over them")
     ap.add_argument("--steps", type=int, default=20, help="timed training steps per measurement")
     ap.add_argument("--warmup", type=int, default=3, help="untimed training steps first")

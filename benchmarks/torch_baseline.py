@@ -116,9 +116,9 @@ def main() -> None:
     m, t = cfg.model, cfg.train
     cell = args.cell or m.cell
     if (cfg.data.val_path is not None or m.embedding_size or m.peephole or t.optimizer != "adam"
-            or t.clip_mode != "norm" or cell == "rnn"):
-        parser.error("this baseline follows one-hot, Adam, norm-clipped LSTM/GRU configs without "
-                     "peepholes and with a val_fraction split")
+            or t.clip_mode != "norm" or cell == "rnn" or m.head != "full"):
+        parser.error("this baseline follows one-hot, Adam, norm-clipped LSTM/GRU configs with the "
+                     "full softmax head, without peepholes and with a val_fraction split")
     if t.max_time is None:
         parser.error("the config needs train.max_time: it is the budget")
     if args.max_steps == "auto" and t.warmup_steps <= 5 + _PILOT_STEPS:

@@ -24,7 +24,7 @@ from charrnn.errors import CharRNNError, UsageError
 __all__ = ["FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint",
            "remove_stale_temporaries", "save_checkpoint"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _META = "meta"
 # np.savez takes the file and these options by keyword, so arrays cannot use these names
 _RESERVED = {_META, "file", "allow_pickle"}
@@ -217,10 +217,10 @@ def _parse_meta(meta: np.ndarray, path: str) -> dict:
         raise CharRNNError(f"{path}: 'meta' has no format_version; not a charrnn checkpoint")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CharRNNError(f"{path}: unknown checkpoint format {version!r}; "
-                           f"this version reads format {FORMAT_VERSION}")
+                           f"this version reads formats 1 to {FORMAT_VERSION}")
     if version > FORMAT_VERSION:
         raise CharRNNError(f"{path}: written by a newer charrnn (format {version}); this version "
-                           f"reads format {FORMAT_VERSION}; upgrade charrnn to read it")
+                           f"reads formats 1 to {FORMAT_VERSION}; upgrade charrnn to read it")
     return parsed
 
 
@@ -237,7 +237,7 @@ def _model_description(meta: dict, path: str) -> dict:
     description = meta.get("model")
     if not isinstance(description, dict):
         raise CharRNNError(f"{path}: the checkpoint has no model description; is it a charrnn checkpoint?")
-    settings = {k: v for k, v in description.items() if k not in ("vocab_size", "dtype")}
+    settings = {k: v for k, v in description.items() if k not in ("vocab_size", "dtype", "head_order")}
     try:
         ModelConfig(**settings)
     except (TypeError, UsageError) as exc:  # TypeError: an entry the model section does not have
@@ -262,7 +262,7 @@ def model_from_checkpoint(arrays: dict[str, np.ndarray], meta: dict, path: str):
     description = _model_description(meta, path)
     try:
         model = CharRNN(**description)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, IndexError) as exc:
         raise CharRNNError(f"{path}: invalid model description ({exc})") from None
     try:
         vocab = Vocab.from_json(meta.get("vocab"))

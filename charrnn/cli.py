@@ -54,8 +54,12 @@ def _release_stdout() -> None:
 
 def _interrupted(exc: BaseException) -> tuple[int, str]:
     """The exit status and message for a stop signal. click turns a KeyboardInterrupt into
-    click.Abort (the interrupt as its cause), as it does for Ctrl-C at a prompt."""
-    signum = getattr(exc.__cause__ if isinstance(exc, click.Abort) else exc, "signum", signal.SIGINT)
+    click.Abort (the interrupt as its cause), and an end of input (EOFError) too."""
+    if isinstance(exc, click.Abort):
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            return 1, "the input ended"
+        exc = exc.__cause__
+    signum = getattr(exc, "signum", signal.SIGINT)
     return 128 + signum, "interrupted" if signum == signal.SIGINT else "terminated"
 
 
@@ -278,6 +282,10 @@ def info(checkpoint):
         f"{m['num_layers']} layer(s) x {m['hidden_size']} units, "
         f"{'embedding ' + str(m['embedding_size']) if m['embedding_size'] else 'one-hot input'}, "
         f"dropout {m['dropout']}, {m['dtype']}",
+        f"head         " + ("full softmax" if m["head"] == "full" else
+                            f"adaptive head: shortlist of {m['head_cutoffs'][0]:,} characters, "
+                            f"clusters from ranks {', '.join(f'{c:,}' for c in m['head_cutoffs'])}, "
+                            f"projections {', '.join(map(str, model.adaptive.sizes))}"),
         f"parameters   {model.num_params():,}",
         f"vocabulary   {len(vocab)} characters{' (with <unk>)' if vocab.unk_id is not None else ''}",
         f"progress     step {progress.get('step', '?')}, epoch {progress.get('epoch', '?')}, "
@@ -306,10 +314,13 @@ def info(checkpoint):
 @click.option("--relu", is_flag=True, help="Vanilla RNN with ReLU instead of tanh.")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               help="Check with dropout (fixed masks).")
+@click.option("--adaptive", is_flag=True,
+              help="An adaptive softmax head (two clusters) instead of the full one; needs --vocab >= 6.")
 @click.option("--threshold", type=float, default=1e-6,
               help="Largest acceptable norm-wise relative error (finite, >= 0).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, help="Seed of the random problem.")
-def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, relu, dropout, threshold, seed):
+def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, relu, dropout, adaptive,
+              threshold, seed):
     """Check every analytic gradient against central differences in float64."""
     from .gradcheck import check_model, random_problem
 
@@ -319,9 +330,11 @@ def gradcheck(cell, layers, steps, batch, hidden, vocab, embedding, peephole, re
         raise click.UsageError("--peephole applies to --cell lstm only")
     if relu and cell != "rnn":
         raise click.UsageError("--relu applies to --cell rnn only")
+    if adaptive and vocab < 6:
+        raise click.UsageError(f"--adaptive needs --vocab >= 6 (a shortlist and two clusters), got {vocab}")
     extra = {"peephole": True} if peephole else {"nonlinearity": "relu"} if relu else {}
     model, x, y, state = random_problem(cell, layers, steps, batch, vocab, hidden, embedding, seed,
-                                        dropout=dropout, **extra)
+                                        adaptive=adaptive, dropout=dropout, **extra)
     errors = check_model(model, x, y, state, dropout_seed=seed if dropout else None)
     width = max(map(len, errors))
     for key, err in errors.items():

@@ -72,6 +72,12 @@ def _known_text_encoding(name: str) -> str | None:
     return None
 
 
+def _increasing_ranks(cutoffs: list[int]) -> str | None:
+    if cutoffs[0] < 1 or any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
+        return f"must be increasing frequency ranks >= 1, e.g. [1200, 3300] (got {_show(cutoffs)})"
+    return None
+
+
 def _plain_directory_name(name: str) -> str | None:
     if name in (".", "..") or "/" in name or "\\" in name:
         return f"must be a plain directory name without path separators (got {name!r})"
@@ -122,12 +128,19 @@ class ModelConfig(_Section):
     dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # drop probability on recurrent layer outputs
     peephole: bool = False  # LSTM gates also see the cell state (lstm only)
     nonlinearity: str = _spec("tanh", choices=("tanh", "relu"))  # vanilla RNN activation (rnn only)
+    head: str = _spec("full", choices=("full", "adaptive"))  # softmax over all characters, or adaptive (frequent ones first)
+    head_cutoffs: list[int] | None = _spec(None, check=_increasing_ranks)  # adaptive: shortlist size, then each cluster's first rank; null = at 80%, 95% and 99% of the training tokens
+    head_div: float = _spec(4.0, ge=1.0, le=1024.0)  # adaptive: cluster i projects to hidden_size / head_div^(i+1)
 
     def _cross_check(self) -> None:
         if self.peephole and self.cell != "lstm":
             raise ConfigError(self._key("peephole"),
                               f"model.peephole applies only to cell lstm (cell is {self.cell!r}); "
                               "remove it or set it to false")
+        if self.head != "adaptive" and (self.head_cutoffs is not None or self.head_div != 4.0):
+            key = "head_cutoffs" if self.head_cutoffs is not None else "head_div"
+            raise ConfigError(self._key(key), f"model.{key} applies only to head adaptive "
+                              f"(head is {self.head!r}); remove it or set model.head: adaptive")
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise ConfigError(self._key("nonlinearity"),
                               "model.nonlinearity applies only to cell rnn "
@@ -234,6 +247,7 @@ def _checked(key: str, value: Any, annotation: Any, rules: dict) -> Any:
 
 _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number",
                str: "a non-empty string", list[str]: "a non-empty list of strings",
+               list[int]: "a non-empty list of integers",
                type(None): "null"}
 
 
@@ -259,6 +273,9 @@ def _coerced(key: str, value: Any, annotation: Any) -> Any:
         if kind == list[str] and isinstance(value, list) and value and all(
                 isinstance(item, str) and item for item in value):
             return value
+        if kind == list[int] and isinstance(value, list) and value and all(
+                _as_int(item) is not None for item in value):
+            return [_as_int(item) for item in value]
         if dataclasses.is_dataclass(kind) and isinstance(value, kind):
             return value
     wanted = " or ".join(_KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))

@@ -74,7 +74,7 @@ class VerseConstraints:
         free = (self.alive & (req == 0)).any(2)
         ping = (self.alive & (req == PING)).any(2)
         ze = (self.alive & (req == ZE)).any(2)
-        return free * _FREE + ping * PING + ze * ZE
+        return (free * _FREE) | (ping * PING) | (ze * ZE)
 
     def allowed(self, line: int, column: int, unbanned: np.ndarray | None) -> np.ndarray:
         """(B, V) bool: the ids each row may write at this slot. unbanned: (B, V) ids that

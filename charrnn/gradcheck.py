@@ -57,9 +57,15 @@ def check_model(model: CharRNN, x: np.ndarray, y: np.ndarray, state: list,
 
 
 def random_problem(cell: str = "lstm", layers: int = 2, steps: int = 4, batch: int = 2,
-                   vocab: int = 5, hidden: int = 3, embedding: int = 0, seed: int = 0, **model_args):
-    """A tiny float64 model with random data and a random nonzero initial state."""
+                   vocab: int = 5, hidden: int = 3, embedding: int = 0, seed: int = 0,
+                   adaptive: bool = False, **model_args):
+    """A tiny float64 model with random data and a random nonzero initial state; with adaptive,
+    an adaptive head of two clusters (shortlist and clusters each a third of the vocabulary, in
+    a random frequency order; vocab >= 3)."""
     rng = np.random.default_rng(seed)
+    if adaptive:
+        model_args.update(head="adaptive", head_cutoffs=[vocab // 3, 2 * vocab // 3], head_div=2.0,
+                          head_order=rng.permutation(vocab).tolist())
     model = CharRNN(vocab, hidden, layers, cell=cell, embedding_size=embedding,
                     dtype=np.float64, **model_args)
     model.init_params(rng)

@@ -95,22 +95,31 @@ class _LoopSignals:
         return _state.requested
 
 
+class _NoSignals:
+    """For a loop outside the main thread, which never receives signals."""
+
+    received = None
+
+
 @contextmanager
 def stop_signals():
     """Within: the first SIGINT/SIGTERM sets `.received` of the yielded object and the loop
     stops when it looks; a second raises Interrupted. After a stop signal, the process is
     ending: later signals are only recorded."""
     if threading.current_thread() is not threading.main_thread():  # only it receives signals
-        yield _LoopSignals()
+        yield _NoSignals()
         return
     _state.__init__()  # a library caller may train again in the same process
-    previous = {sig: signal.signal(sig, _handle) for sig in STOP_SIGNALS}
-    _state.in_loop = True
+    _state.in_loop = True  # before the handler: a signal from here on finds the loop's rule
+    previous = {}
     try:
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, _handle)
         yield _LoopSignals()
     finally:
-        _state.in_loop = False
         if _state.requested is not None or _state.raised:
             _state.ending = True
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            # None: a handler installed from C, which Python cannot put back; the default then
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        _state.in_loop = False

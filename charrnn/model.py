@@ -14,25 +14,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from .adaptive import AdaptiveHead
 from .cells import make_cell
 from .functional import scatter_add_rows, softmax_cross_entropy_
 
 
 class CharRNN:
-    """Stacked LSTM/GRU/RNN with a linear softmax head.
+    """Stacked LSTM/GRU/RNN with a softmax head: full, or adaptive (charrnn.adaptive).
 
     Input is one-hot over the vocabulary (implemented as a row gather of the first layer's Wx),
     or, with embedding_size > 0, a learned embedding `embed.W` (V, E) feeding the first layer.
     Dropout (inverted, training only) is applied to the input of every layer above the first
     and to the input of the head.
 
-        logits = h_top Wy + by          head.W (H, V), head.b (V,)
+        logits = h_top Wy + by          head.W (H, V), head.b (V,)      (head "full")
         loss   = mean over B*T of -log softmax(logits)[target]   (nats)
+
+    With head "adaptive", head_cutoffs, head_div and head_order (rank -> id, most frequent
+    first) define the clusters; the loss is the same exact NLL of a normalised distribution.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int = 128, num_layers: int = 1,
                  cell: str = "lstm", embedding_size: int = 0, dropout: float = 0.0,
-                 peephole: bool = False, nonlinearity: str = "tanh", dtype=np.float32):
+                 peephole: bool = False, nonlinearity: str = "tanh", head: str = "full",
+                 head_cutoffs: list[int] | None = None, head_div: float = 4.0,
+                 head_order: list[int] | None = None, dtype=np.float32):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -47,6 +53,14 @@ class CharRNN:
         for layer in range(num_layers):
             self.cells.append(make_cell(cell, input_size if layer == 0 else hidden_size, hidden_size,
                                         peephole=peephole, nonlinearity=nonlinearity))
+        if head not in ("full", "adaptive"):
+            raise ValueError(f"unknown head {head!r}")
+        self.head = head
+        self.head_cutoffs = list(head_cutoffs) if head_cutoffs is not None else None
+        self.head_div = float(head_div)
+        self.head_order = list(head_order) if head_order is not None else None
+        self.adaptive = (AdaptiveHead(hidden_size, vocab_size, self.head_cutoffs, self.head_div,
+                                      self.head_order) if head == "adaptive" else None)
         self.params: dict[str, np.ndarray] = {}
 
     # -- construction -------------------------------------------------------------------
@@ -58,7 +72,8 @@ class CharRNN:
             "num_layers": self.num_layers, "cell": self.cell_type,
             "embedding_size": self.embedding_size, "dropout": self.dropout,
             "peephole": self.peephole, "nonlinearity": self.nonlinearity,
-            "dtype": self.dtype.name,
+            "head": self.head, "head_cutoffs": self.head_cutoffs, "head_div": self.head_div,
+            "head_order": self.head_order, "dtype": self.dtype.name,
         }
 
     def init_params(self, rng: np.random.Generator) -> dict:
@@ -76,11 +91,29 @@ class CharRNN:
             # and slow early learning, so draw those rows from U(-1, 1) instead.
             first = params["layers.0.Wx"]
             first[...] = rng.uniform(-1.0, 1.0, size=first.shape)
-        bound = 1.0 / np.sqrt(H)
-        params["head.W"] = rng.uniform(-bound, bound, size=(H, V)).astype(dt)
-        params["head.b"] = np.zeros(V, dtype=dt)
+        if self.adaptive:
+            params.update(self.adaptive.init_params(rng, dt))
+        else:
+            bound = 1.0 / np.sqrt(H)
+            params["head.W"] = rng.uniform(-bound, bound, size=(H, V)).astype(dt)
+            params["head.b"] = np.zeros(V, dtype=dt)
         self.params = params
         return params
+
+    def set_unigram_biases(self, counts: np.ndarray) -> None:
+        """Start the head's biases where the first prediction is the training text's (add-one)
+        unigram distribution. counts: (V,) occurrences of each id.
+
+        With zero biases Adam moves each logit by about one learning rate per step, and with
+        thousands of characters (Tang poems: ~6,800) the rare ones need thousands of steps to
+        reach their log-frequency: the loss sits above the unigram entropy all that time."""
+        if self.adaptive:
+            biases = self.adaptive.unigram_biases(counts)
+        else:
+            log_freq = np.log(np.asarray(counts, dtype=np.float64) + 1.0)
+            biases = {"head.b": log_freq - log_freq.mean()}
+        for key, value in biases.items():
+            self.params[key][...] = value
 
     def param_shapes(self) -> dict:
         """Expected shape of every parameter, to validate a loaded checkpoint."""
@@ -91,8 +124,11 @@ class CharRNN:
                 shapes[f"layers.{layer}.{name}"] = value.shape
         if self.embedding_size:
             shapes["embed.W"] = (self.vocab_size, self.embedding_size)
-        shapes["head.W"] = (self.hidden_size, self.vocab_size)
-        shapes["head.b"] = (self.vocab_size,)
+        if self.adaptive:
+            shapes.update(self.adaptive.shapes())
+        else:
+            shapes["head.W"] = (self.hidden_size, self.vocab_size)
+            shapes["head.b"] = (self.vocab_size,)
         return shapes
 
     def num_params(self) -> int:
@@ -171,18 +207,22 @@ class CharRNN:
             keep = self.dropout_keep(rng, B, T)
         ids, top, new_state, caches, head_mask = self._forward(x, state, keep)
         targets = np.ascontiguousarray(y.T).reshape(-1)
-        dlogits = self._head_logits(top)
-        # dlogits becomes the gradient of the mean loss w.r.t. the logits, in place.
-        nll = softmax_cross_entropy_(dlogits, targets, bias=self.params["head.b"],
-                                     grad_scale=1.0 / targets.size)
-        loss = float(nll.mean(dtype=np.float64))
-
         H = self.hidden_size
-        grads = {
-            "head.W": top.reshape(T * B, H).T @ dlogits,
-            "head.b": dlogits.sum(axis=0),
-        }
-        dtop = (dlogits @ self.params["head.W"].T).reshape(T, B, H)
+        if self.adaptive:
+            nll, grads, dtop = self.adaptive.loss(self.params, top.reshape(T * B, H), targets,
+                                                  grad_scale=1.0 / targets.size)
+            dtop = dtop.reshape(T, B, H)
+        else:
+            dlogits = self._head_logits(top)
+            # dlogits becomes the gradient of the mean loss w.r.t. the logits, in place.
+            nll = softmax_cross_entropy_(dlogits, targets, bias=self.params["head.b"],
+                                         grad_scale=1.0 / targets.size)
+            grads = {
+                "head.W": top.reshape(T * B, H).T @ dlogits,
+                "head.b": dlogits.sum(axis=0),
+            }
+            dtop = (dlogits @ self.params["head.W"].T).reshape(T, B, H)
+        loss = float(nll.mean(dtype=np.float64))
         if head_mask is not None:
             dtop *= head_mask
         dstate0 = [None] * self.num_layers
@@ -216,16 +256,23 @@ class CharRNN:
         """
         B, T = x.shape
         _, top, new_state, _, _ = self._forward(x, state, None)
-        logits = self._head_logits(top)  # overwritten with probabilities
-        nll = softmax_cross_entropy_(logits, np.ascontiguousarray(y.T).reshape(-1),
-                                     bias=self.params["head.b"])
+        targets = np.ascontiguousarray(y.T).reshape(-1)
+        if self.adaptive:
+            nll = self.adaptive.loss(self.params, top.reshape(T * B, self.hidden_size), targets)[0]
+        else:
+            logits = self._head_logits(top)  # overwritten with probabilities
+            nll = softmax_cross_entropy_(logits, targets, bias=self.params["head.b"])
         return nll.astype(np.float64).reshape(T, B).T, new_state
 
     def step(self, ids: np.ndarray, state: list):
-        """One character for each of B streams: ids (B,) int -> logits (B, V), new state."""
+        """One character for each of B streams: ids (B,) int -> logits (B, V), new state.
+
+        With the adaptive head the logits are the log-probabilities (softmax gives them back)."""
         inp = self.params["embed.W"][ids] if self.embedding_size else ids
         new_state = []
         for layer, cell in enumerate(self.cells):
             inp, st = cell.step(self._layer_params(layer), inp, state[layer])
             new_state.append(st)
+        if self.adaptive:
+            return self.adaptive.log_probs(self.params, inp), new_state
         return inp @ self.params["head.W"] + self.params["head.b"], new_state

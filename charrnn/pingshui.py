@@ -13,8 +13,9 @@ Alone they cover ~99.0% and ~98.6% of the corpus's tokens, together ~99.5%.
 
 The corpus is simplified, the sources are not: a simplified character gets the union of the
 groups of every traditional character that became it while the raw poems were converted (the
-pairs come from `charrnn.tang.select_poems`), and of every source character that OpenCC's t2s
-folds into it (variants such as 鴈 -> 雁). Both packages are preparation-time extras only
+pairs come from `charrnn.tang.select_poems`); a character those give nothing gets the groups of
+the source characters that OpenCC's t2s folds into it (variants such as 鴈 -> 雁). Only then:
+folding would also hand a character the readings of distinct ones (傢 上声 into 家, 衕 into 同). Both packages are preparation-time extras only
 (`pip install 'charrnn[tang]'`); the table they make is package data.
 """
 
@@ -112,8 +113,9 @@ def build_pingshui(pairs: Iterable[tuple[str, str]], source: Source,
     table: dict[str, set[int]] = {}
     for traditional, simple in pairs:
         table.setdefault(simple, set()).update(by_traditional.get(traditional, ()))
-    for simple in table:
-        table[simple].update(folded.get(simple, ()))
+    for simple, found in table.items():
+        if not found:  # only then: folding would also bring readings of other characters (傢 into 家)
+            found.update(folded.get(simple, ()))
     return {"scheme": SCHEME, "sources": list(SOURCES),
             "groups": [convert(name) for name, _ in groups], "tones": [tone for _, tone in groups],
             "chars": {ch: sorted(table[ch]) for ch in sorted(table) if table[ch]}}

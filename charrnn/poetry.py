@@ -28,7 +28,7 @@ import numpy as np
 
 from charrnn.constraints import VerseConstraints, templates_fitting_forced
 from charrnn.errors import CharRNNError, UsageError
-from charrnn.prosody import SCHEMES, TEMPLATES, RhymeBook, check_template, load_book
+from charrnn.prosody import PING, SCHEMES, TEMPLATES, ZE, RhymeBook, check_template, load_book
 from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose
 
 COMMA, PERIOD = "，", "。"
@@ -278,6 +278,11 @@ def compose_scored(model, vocab, form: str, rng: np.random.Generator, *, num: in
         if rhyme_scheme == "shisan" and not tones:
             book = book.main_readings()
     templates = ([template] if template else list(TEMPLATES)) if tones else None
+    if tones:
+        known = {book.tone(t) for t, h in zip(tokens, han) if h}
+        if not any(bits & PING for bits in known) or not any(bits & ZE for bits in known):
+            raise CharRNNError("--tones: the model's vocabulary lacks characters of both tones (平 and 仄) "
+                               "in the 平水韵 table; it cannot fill a tone template")
     rows = num * best_of
     limits = VerseConstraints(tokens, han, rows, spec.chars, spec.lines, templates=templates,
                               book=book, rhyme=rhyme)
@@ -336,6 +341,7 @@ def _unbanned(completions: dict[str, np.ndarray], prefix: np.ndarray, tokens: li
         if banned is not None:
             unbanned[b, banned] = False
     return unbanned
+
 
 def _start_id(vocab) -> int:
     """The id fed before the first character: the end of the previous poem."""

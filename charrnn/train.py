@@ -35,6 +35,7 @@ from .corpus import BatchStream, Vocab, read_texts, split
 from .errors import CharRNNError, UsageError
 from .evaluate import bits_per_char, evaluate
 from .interrupts import stop_signals
+from .adaptive import default_cutoffs, frequency_order
 from .model import CharRNN
 from .optim import clip_grad_norm, clip_grad_value, make_optimizer, learning_rate
 from .parallel import SplitBatch
@@ -116,37 +117,35 @@ def _check_trainable(cfg: Config, train_ids: np.ndarray) -> None:
                            "train.seq_len, or use more text")
 
 
-def log_unigram(ids: np.ndarray, vocab_size: int) -> np.ndarray:
-    """(V,) log frequencies of the characters in ids (add-one smoothed, mean zero).
-
-    The head bias starts here so that the first prediction is the unigram distribution. With
-    zero biases Adam moves each logit by about one learning rate per step, and with thousands
-    of characters (Tang poems: ~6,800) the rare ones need thousands of steps to reach their
-    log-frequency: the loss sits above the unigram entropy all that time.
-    """
-    log_freq = np.log(np.bincount(ids, minlength=vocab_size) + 1.0)
-    return log_freq - log_freq.mean()
-
-
-def build_model(cfg: Config, vocab_size: int) -> CharRNN:
+def build_model(cfg: Config, counts: np.ndarray) -> CharRNN:
+    """The model cfg describes, for a vocabulary with these character counts (V,) in the
+    training text: the adaptive head ranks characters by them and places its default cutoffs."""
     m = cfg.model
-    return CharRNN(vocab_size, m.hidden_size, m.num_layers, cell=m.cell,
+    head = {}
+    if m.head == "adaptive":
+        cutoffs = m.head_cutoffs if m.head_cutoffs is not None else default_cutoffs(counts)
+        if not cutoffs or cutoffs[-1] >= len(counts):
+            raise UsageError(f"model.head_cutoffs {cutoffs} must lie below the vocabulary size "
+                             f"{len(counts)}; choose smaller ranks or model.head: full")
+        head = dict(head_cutoffs=cutoffs, head_div=m.head_div, head_order=frequency_order(counts))
+    return CharRNN(len(counts), m.hidden_size, m.num_layers, cell=m.cell,
                    embedding_size=m.embedding_size, dropout=m.dropout, peephole=m.peephole,
-                   nonlinearity=m.nonlinearity, dtype=np.dtype(cfg.train.dtype))
+                   nonlinearity=m.nonlinearity, head=m.head, dtype=np.dtype(cfg.train.dtype), **head)
 
 
 def initial_model(cfg: Config, train_ids: np.ndarray, vocab_size: int):
     """The model a run of cfg starts from, and the generator of its dropout masks.
 
     Both come from train.seed (two independent streams), so the same config draws the same
-    initial weights and the same masks. The head's bias starts at the training text's log
-    unigram frequencies. Returns (model, dropout_rng).
+    initial weights and the same masks. The head's biases start at the training text's log
+    unigram frequencies (CharRNN.set_unigram_biases). Returns (model, dropout_rng).
     """
-    model = build_model(cfg, vocab_size)
+    counts = np.bincount(train_ids, minlength=vocab_size)
+    model = build_model(cfg, counts)
     init_rng, dropout_rng = (np.random.default_rng(s)
                              for s in np.random.SeedSequence(cfg.train.seed).spawn(2))
     model.init_params(init_rng)
-    model.params["head.b"][...] = log_unigram(train_ids, vocab_size)
+    model.set_unigram_biases(counts)
     return model, dropout_rng
 
 
@@ -576,13 +575,15 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             if p.step % t.eval_every == 0:
                 save_and_evaluate()
                 evaluated_at = p.step
-        if signals.received is not None:
+        # A signal that came while the last step was being saved stops nothing: the run is done.
+        stopped = signals.received if not finished() else None
+        if stopped is not None:
             # Save now without evaluating: the user is waiting.
             _save(run_dir / "last.npz", run.capture())
         elif evaluated_at != p.step:
             save_and_evaluate()
     bar.close()
-    if signals.received is not None:
-        say(f"stopped by {signal.Signals(signals.received).name} at step {p.step}; "
+    if stopped is not None:
+        say(f"stopped by {signal.Signals(stopped).name} at step {p.step}; "
             f"continue with: charrnn train --resume {run_dir / 'last.npz'}")
-    return Outcome(run_dir, p, signals.received)
+    return Outcome(run_dir, p, stopped)

@@ -273,8 +273,8 @@ def write_npz(path, **arrays):
     (np.array('{"format_version": "1"}'), "unknown checkpoint format '1'"),
     (np.array('{"format_version": true}'), "unknown checkpoint format True"),
     (np.array('{"format_version": 0}'), "unknown checkpoint format 0"),
-    (np.array('{"format_version": 2}'),
-     "written by a newer charrnn (format 2); this version reads format 1"),
+    (np.array('{"format_version": 3}'),
+     "written by a newer charrnn (format 3); this version reads formats 1 to 2"),
 ])
 def test_bad_meta_is_refused(tmp_path, meta, expected):
     arrays = {"w": np.zeros(2)} if meta is None else {"w": np.zeros(2), "meta": meta}

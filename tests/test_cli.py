@@ -120,6 +120,14 @@ def test_info_describes_the_checkpoint(trained):
         assert expected in result.output
 
 
+def test_gradcheck_of_the_adaptive_head():
+    result = invoke("gradcheck", "--adaptive", "--vocab", 9, "--steps", 8, "--batch", 3, "--embedding", 4)
+    assert result.exit_code == 0, result.output
+    assert "head.tail.1.P" in result.output and " 0 failed" in result.output
+    refused = CliRunner().invoke(cli, ["gradcheck", "--adaptive"])
+    assert refused.exit_code == 2 and "--vocab >= 6" in refused.output
+
+
 def test_gradcheck_passes_and_can_fail():
     ok = invoke("gradcheck", "--cell", "gru", "--layers", 2)
     assert ok.exit_code == 0 and "0 failed" in ok.output

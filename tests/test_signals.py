@@ -179,7 +179,7 @@ def test_a_second_signal_at_each_moment_of_the_ending_gives_its_status_and_no_tr
     assert "Traceback" not in done.stderr
     last_line = done.stderr.splitlines()[-1]
     if moment in ("save", "report"):  # stopped at once, in the stop's save
-        ended = "interrupted" if second == "SIGINT" else "terminated"  # what came first is said
+        ended = "interrupted" if second == "SIGINT" else "terminated"  # the signal that stopped it
         assert last_line == f"charrnn: error: {ended}", done.stderr
     else:  # the stop had saved and was reporting or exiting
         assert last_line.startswith("stopped by SIGINT at step 2"), done.stderr
