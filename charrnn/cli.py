@@ -83,7 +83,6 @@ class _Cli(click.Group):
             _fail(*_interrupted(exc))
         except BrokenPipeError:
             # The reader (e.g. `head`) has all it wanted: that is a normal end, not an error.
-            interrupts.ending()
             _silence_stdout()
             _exit(0)
         except OSError as exc:
@@ -282,7 +281,7 @@ def info(checkpoint):
         f"{m['num_layers']} layer(s) x {m['hidden_size']} units, "
         f"{'embedding ' + str(m['embedding_size']) if m['embedding_size'] else 'one-hot input'}, "
         f"dropout {m['dropout']}, {m['dtype']}",
-        f"head         " + ("full softmax" if m["head"] == "full" else
+        "head         " + ("full softmax" if m["head"] == "full" else
                             f"adaptive head: shortlist of {m['head_cutoffs'][0]:,} characters, "
                             f"clusters from ranks {', '.join(f'{c:,}' for c in m['head_cutoffs'])}, "
                             f"projections {', '.join(map(str, model.adaptive.sizes))}"),

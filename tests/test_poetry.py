@@ -4,7 +4,6 @@
 import numpy as np
 import pytest
 
-from charrnn import poetry
 from charrnn.corpus import Vocab
 from charrnn.errors import CharRNNError, UsageError
 from charrnn.poetry import FORMS, compose, corpus_lines, form_of, get_form, han_mask, is_han, poem_lines
