@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from charrnn.corpus import BatchStream, Vocab, read_text
+from charrnn.corpus import BatchStream, Vocab
+from charrnn.reading import read_text
+from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN
 from charrnn.optim import Adam, clip_grad_norm
 
@@ -93,3 +95,70 @@ def test_learns_tinyshakespeare(cell, target, repo_root):
         optimizer.step(params, grads, 2e-3)
         losses.append(loss)
     assert np.mean(losses[-20:]) < target
+
+
+def _clone_without_dropout(model: CharRNN) -> CharRNN:
+    twin = CharRNN(model.vocab_size, model.hidden_size, model.num_layers, cell=model.cell_type,
+                   embedding_size=model.embedding_size, dtype=model.dtype)
+    twin.params = {name: value.copy() for name, value in model.params.items()}
+    return twin
+
+
+def test_evaluation_never_applies_dropout():
+    rng = np.random.default_rng(4)
+    model = CharRNN(7, 8, 2, cell="lstm", embedding_size=4, dropout=0.5, dtype=np.float64)
+    model.init_params(rng)
+    x = rng.integers(0, 7, size=(3, 6))
+    y = rng.integers(0, 7, size=(3, 6))
+    nll, _ = model.nll(x, y, model.init_state(3))
+    plain, _ = _clone_without_dropout(model).nll(x, y, model.init_state(3))
+    np.testing.assert_array_equal(nll, plain)
+    ids = np.array([1, 2, 3])
+    np.testing.assert_array_equal(model.step(ids, model.init_state(3))[0],
+                                  _clone_without_dropout(model).step(ids, model.init_state(3))[0])
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_dropout_scales_kept_units_by_one_over_the_keep_probability(layers):
+    # With every unit kept, inverted dropout (p = 0.5) doubles each layer's output. That is the
+    # same network with the weights reading those outputs (the next layer's Wx, the head's W)
+    # doubled and no dropout.
+    rng = np.random.default_rng(5)
+    model = CharRNN(7, 8, layers, cell="gru", dropout=0.5, dtype=np.float64)
+    model.init_params(rng)
+    x = rng.integers(0, 7, size=(3, 6))
+    y = rng.integers(0, 7, size=(3, 6))
+    keep = np.ones((layers, 6, 3, 8), dtype=bool)
+    loss = model.loss_and_grads(x, y, model.init_state(3), keep=keep)[0]
+    doubled = _clone_without_dropout(model)
+    doubled.params["head.W"] *= 2
+    for layer in range(1, layers):
+        doubled.params[f"layers.{layer}.Wx"] *= 2
+    assert loss == pytest.approx(doubled.loss_and_grads(x, y, model.init_state(3))[0], rel=1e-12)
+    assert loss != pytest.approx(_clone_without_dropout(model).loss_and_grads(
+        x, y, model.init_state(3))[0], rel=1e-6)
+
+
+def _reference_mean_nll(model: CharRNN, ids: np.ndarray, rows: int) -> float:
+    """evaluate()'s rule written out one character at a time: the len(ids) - 1 (input, target)
+    pairs in `rows` contiguous rows of ceil(n / rows), each row read from a zero state."""
+    n = len(ids) - 1
+    width = -(-n // rows)
+    total = 0.0
+    for start in range(0, n, width):
+        state = model.init_state(1)
+        for t in range(start, min(start + width, n)):
+            logits, state = model.step(ids[t : t + 1], state)
+            z = logits[0] - logits[0].max()
+            total += np.log(np.exp(z).sum()) - z[ids[t + 1]]
+    return total / n
+
+
+@pytest.mark.parametrize("length", [41, 42, 40])  # 40, 41 and 39 pairs in 4 rows of 10
+def test_evaluate_is_the_mean_over_real_characters_only(length):
+    rng = np.random.default_rng(6)
+    model = CharRNN(9, 8, 2, cell="lstm", dtype=np.float64)
+    model.init_params(rng)
+    ids = rng.integers(0, 9, size=length)
+    got = evaluate(model, ids, batch_size=4, seq_len=3)
+    assert got == pytest.approx(_reference_mean_nll(model, ids, 4), rel=1e-12)

@@ -195,6 +195,17 @@ def test_tiny_top_p_keeps_the_most_probable_id():
     assert np.all(ids == 1)
 
 
+def test_top_p_nucleus_stops_at_the_id_whose_predecessors_reach_the_mass():
+    # With probabilities .5, .25, .125, .125 the most probable id alone holds top_p = 0.5, so
+    # no other id may be drawn, not even with the largest uniform; just above 0.5 the next id
+    # joins. (The exact boundary: the mass before id 1 equals top_p * total in floating point.)
+    logits = np.log(np.array([[0.5, 0.25, 0.125, 0.125]]))
+    highest = FixedUniform(np.nextafter(1.0, 0.0))
+    np.testing.assert_array_equal(choose(logits, highest, top_p=0.5), [0])
+    np.testing.assert_array_equal(choose(logits, highest, top_p=0.5 + 1e-9), [1])
+    np.testing.assert_array_equal(choose(logits, highest, top_p=0.75 + 1e-9), [3])
+
+
 def test_no_op_options_give_the_same_draws():
     logits = np.random.default_rng(8).standard_normal((500, 9))
     plain = choose(logits, np.random.default_rng(9))
