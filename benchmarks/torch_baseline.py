@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.config import load_config
-from charrnn.corpus import BatchStream, Vocab, eval_batches, read_text, split
+from charrnn.corpus import BatchStream, Vocab, eval_batches, split
+from charrnn.reading import read_text
 from charrnn.errors import CharRNNError
 from charrnn.optim import learning_rate
 from charrnn.train import initial_model

@@ -3,7 +3,8 @@
 __version__ = "0.1.0"
 
 from .checkpoint import load_model
-from .corpus import BatchStream, Vocab, read_text, split
+from .corpus import BatchStream, Vocab, split
+from .reading import read_text
 from .model import CharRNN
 from .optim import SGD, Adagrad, Adam, RMSprop, clip_grad_norm, learning_rate
 from .sample import generate

@@ -218,9 +218,8 @@ def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
     """Loss (nats), bits per character and perplexity of a checkpoint on text files."""
     from .checkpoint import load_model
     from .config import load_config
-    from .corpus import read_text
+    from .encoded import encode_file, load_corpus
     from .evaluate import bits_per_char, evaluate
-    from .train import load_corpus
 
     if not files and not use_val:
         raise click.UsageError("give text FILES to evaluate, or --val")
@@ -241,7 +240,12 @@ def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
     def report(name: str, ids: np.ndarray, excluded: int):
         if len(ids) < 2:
             raise CharRNNError(f"{name}: fewer than 2 characters left to score")
-        nats = evaluate(model, ids, B, T)
+        windows = -(-(-(-(len(ids) - 1) // B)) // T)  # ceil(ceil((N - 1) / B) / T)
+        if windows >= 1000 and sys.stderr.isatty():
+            with click.progressbar(length=windows, label=f"scoring {name}", file=sys.stderr) as bar:
+                nats = evaluate(model, ids, B, T, progress=bar.update)
+        else:
+            nats = evaluate(model, ids, B, T)
         note = f", {excluded:,} outside the vocabulary excluded" if excluded else ""
         click.echo(f"{name}: {len(ids) - 1:,} characters scored{note}: loss {nats:.6f} nats, "
                    f"{bits_per_char(nats):.6f} bits/char, perplexity {math.exp(nats):.3f}")
@@ -254,10 +258,8 @@ def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
                                "(different vocabulary); evaluate a file instead of --val")
         report(f"validation split of {cfg.data.val_path or cfg.data.path}", val_ids, 0)
     for name in files:
-        text = read_text(name, encoding)
-        on_unknown = "unk" if vocab.unk_id is not None else "drop"
-        excluded = 0 if vocab.unk_id is not None else sum(text.count(ch) for ch in vocab.missing(text))
-        report(name, vocab.encode(text, on_unknown), excluded)
+        ids, excluded = encode_file(name, vocab, encoding)
+        report(name, ids, excluded)
 
 
 # -- info ---------------------------------------------------------------------------------------
@@ -367,7 +369,7 @@ def prepare_tang(raw_dir, out_dir, val_fraction, seed, tables_dir):
 
 def _read_poems(path: str) -> list[str]:
     """Poems from a file: one per line, or blocks separated by blank lines."""
-    from .corpus import read_text
+    from .reading import read_text
 
     text = read_text(path)
     if "\n\n" in text.strip():

@@ -113,6 +113,8 @@ class DataConfig(_Section):
     val_fraction: float = _spec(0.1, gt=0.0, lt=1.0)  # held-out tail of path when val_path is None
     encoding: str = _spec("utf-8", check=_known_text_encoding)  # codec of the text files
     max_vocab: int | None = _spec(None, ge=2)  # most frequent characters + <unk>; None = all
+    cache: bool = True  # keep the encoded ids in cache_dir and memory-map them in later runs
+    cache_dir: str | None = None  # None = $XDG_CACHE_HOME/charrnn, else ~/.cache/charrnn
 
 
 @dataclass
@@ -176,6 +178,7 @@ class TrainConfig(_Section):
     max_epochs: int | None = _spec(None, ge=1)  # stop after this many passes over the training text
     max_time: float | None = _spec(None, gt=0.0)  # stop after this many seconds of training
     eval_every: int = _spec(200, ge=1)  # steps between validation, sample and checkpoint
+    eval_chars: int | None = _spec(None, ge=2)  # periodic evaluations score the first this many validation characters; None = all
     log_every: int = _spec(10, ge=1)  # steps between training-loss log lines
     sample_length: int = _spec(200, ge=0, le=1_000_000)  # characters sampled at each evaluation (0 = none)
     seed: int = _spec(1234, ge=0)  # seeds initialisation, dropout and samples

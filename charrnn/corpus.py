@@ -1,8 +1,7 @@
-"""Text in, character ids out: reading corpora, the vocabulary, and the batches for training.
+"""Characters to ids and back, and the batches for training (reading files: charrnn.reading).
 
-A corpus is one or more UTF-8 text files (optionally gzip-compressed). `Vocab` maps each distinct
-character to an id; ids are ordered by code point so the same text always gives the same ids.
-`BatchStream` serves the (x, y) windows of truncated backpropagation through time, and
+`Vocab` maps each distinct character to an id; ids are ordered by code point so the same text
+always gives the same ids. `BatchStream` serves the (x, y) windows of truncated backpropagation through time, and
 `eval_batches` walks a held-out split so that every target is scored exactly once.
 
 Code points travel as uint32 arrays (the UTF-32 encoding of the text) so that encoding and
@@ -11,17 +10,13 @@ decoding are a handful of vectorised NumPy calls, not a Python loop over charact
 
 from __future__ import annotations
 
-import codecs
-import gzip
-import os
-import zlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from charrnn.errors import CharRNNError, UsageError
 
-__all__ = ["read_text", "read_texts", "Vocab", "split", "BatchStream", "eval_batches"]
+__all__ = ["Vocab", "split", "BatchStream", "eval_batches"]
 
 # Largest vocabulary whose ids still fit in uint16 (the contract switches to uint32 above it).
 _UINT16_VOCAB = 65535
@@ -46,93 +41,18 @@ def _from_code_points(cps: np.ndarray) -> str:
     return np.ascontiguousarray(cps, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading files
-# ---------------------------------------------------------------------------------------------
+def code_point_counts(text: str) -> np.ndarray:
+    """(max code point + 1,) int64: how often each code point occurs in text."""
+    return np.bincount(_code_points(text))
 
 
-def _read_bytes(path: str) -> bytes:
-    """All bytes of a file, gunzipped when its name ends in .gz."""
-    if not os.path.exists(path):
-        raise CharRNNError(f"{path}: no such file; check the path")
-    if os.path.isdir(path):
-        raise CharRNNError(f"{path}: is a directory, expected a text file; name a file inside it")
-    try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        with open(path, "rb") as f:
-            return f.read()
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise CharRNNError(f"{path}: not a valid gzip file ({e}); recompress it or drop the .gz suffix") \
-            from e
-    except OSError as e:
-        raise CharRNNError(f"{path}: cannot read ({e.strerror or e})") from e
-
-
-def _is_wide(encoding: str) -> bool:
-    """True for codecs such as UTF-16/32 whose ordinary text contains NUL bytes."""
-    return b"\x00" in "a".encode(encoding)
-
-
-def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
-    """Read one text file (plain, or gzip-compressed when the name ends in .gz) into a str.
-
-    Decoding is strict. A leading byte-order mark is dropped and CRLF line ends become LF.
-    Raises CharRNNError for a missing file, a directory, an empty file, a binary file (NUL bytes)
-    or undecodable bytes (the message gives the byte offset, in the decompressed data for .gz);
-    UsageError for an unknown encoding name or a codec that is not a text encoding (base64).
-    """
-    path = os.fspath(path)
-    try:
-        codec = codecs.lookup(encoding).name
-        "a".encode(codec)  # a LookupError for bytes-to-bytes codecs such as base64
-    except UnicodeError:
-        pass  # a text codec that cannot represent "a" is still a text codec
-    except LookupError:
-        raise UsageError(
-            f"{encoding!r} is not a text encoding Python knows (--encoding / data.encoding); "
-            "try e.g. utf-8 or latin-1"
-        ) from None
-    data = _read_bytes(path)
-    if not data:
-        raise CharRNNError(f"{path}: the file is empty; give a file that holds text")
-    wide = _is_wide(codec)
-    # NUL bytes mean binary data, except in UTF-16/32 where they are part of ordinary text;
-    # there a NUL character in the decoded text is the sign.
-    nul = -1 if wide else data.find(b"\x00")
-    if nul >= 0:
-        raise CharRNNError(f"{path}: looks like a binary file (NUL byte at offset {nul}), expected text; "
-                           "for UTF-16/32 text pass the encoding (--encoding / data.encoding)")
-    try:
-        text = data.decode(codec)
-    except UnicodeDecodeError as e:
-        where = " of the decompressed data" if path.endswith(".gz") else ""
-        name = "UTF-8" if codec == "utf-8" else codec
-        raise CharRNNError(
-            f"{path}: not valid {name} at byte offset {e.start}{where} "
-            "(use --encoding / data.encoding for other codecs)"
-        ) from None
-    if wide and "\x00" in text:
-        raise CharRNNError(f"{path}: looks like a binary file (NUL character), expected text")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    text = text.replace("\r\n", "\n")
-    if not text:
-        raise CharRNNError(f"{path}: the file holds no text (only a byte-order mark)")
-    return text
-
-
-def read_texts(paths: str | os.PathLike | Sequence[str | os.PathLike], encoding: str = "utf-8") -> str:
-    """Read one path or a list of paths with `read_text` and concatenate the texts in order.
-
-    Nothing is inserted between files: end each file with a newline if lines must not join.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    if not paths:
-        raise UsageError("no training text given: name at least one file (data.path)")
-    return "".join(read_text(p, encoding) for p in paths)
+def add_counts(total: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """Counts of two texts together (arrays of either length, as code_point_counts gives)."""
+    if len(more) > len(total):
+        total, more = more, total
+    total = total.copy()
+    total[: len(more)] += more
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,15 +96,23 @@ class Vocab:
         max_size - 1 most frequent (ties go to the lower code point), sorted by code point,
         and append "<unk>" for the rest.
         """
-        if max_size is not None and not _is_int(max_size, minimum=2):
-            raise UsageError(f"max_size (data.max_vocab) must be an integer >= 2 or unset, got {max_size!r}")
         if not text:
             raise CharRNNError("cannot build a vocabulary from an empty text")
-        cps, counts = np.unique(_code_points(text), return_counts=True)
+        return cls.from_counts(code_point_counts(text), max_size)
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray, max_size: int | None = None) -> Vocab:
+        """`build` for a text known only by its counts: counts[cp] (C,) int is how often code
+        point cp occurs (see code_point_counts; counts of several chunks add up)."""
+        if max_size is not None and not _is_int(max_size, minimum=2):
+            raise UsageError(f"max_size (data.max_vocab) must be an integer >= 2 or unset, got {max_size!r}")
+        cps = np.flatnonzero(counts)
+        if not len(cps):
+            raise CharRNNError("cannot build a vocabulary from an empty text")
         if max_size is None or len(cps) <= max_size:
             return cls([chr(c) for c in cps])
         # lexsort sorts by the last key first: count descending, then code point ascending.
-        keep = np.sort(cps[np.lexsort((cps, -counts))[: max_size - 1]])
+        keep = np.sort(cps[np.lexsort((cps, -counts[cps]))[: max_size - 1]])
         return cls([chr(c) for c in keep] + [cls.UNK])
 
     def __len__(self) -> int:
@@ -378,7 +306,8 @@ def eval_batches(ids: np.ndarray, batch_size: int, seq_len: int) -> Iterator[Mas
     (the last window may be narrower). Yields, per window, x (B, t) int64, y (B, t) int64 and
     mask (B, t) bool with t <= seq_len; mask is False on padding (x = y = 0 there). Row b of a
     window continues row b of the previous one, so the hidden state can be carried; padding
-    only ever follows the real pairs of a row.
+    only ever follows the real pairs of a row. Each window is gathered from ids when it is
+    yielded, so a memory-mapped text is never copied whole.
     """
     ids = _check_ids(ids)
     B = _check_positive_int(batch_size, "batch_size")
@@ -386,18 +315,31 @@ def eval_batches(ids: np.ndarray, batch_size: int, seq_len: int) -> Iterator[Mas
     n = len(ids) - 1
     if n < 1:
         raise CharRNNError(f"the validation text has {len(ids)} characters; scoring needs at least 2")
+    return _eval_windows(ids, n, B, T)
+
+
+def _eval_windows(ids: np.ndarray, n: int, B: int, T: int) -> Iterator[Masked]:
     L = -(-n // B)
-    x = np.zeros(B * L, dtype=np.int64)
-    y = np.zeros(B * L, dtype=np.int64)
-    mask = np.zeros(B * L, dtype=bool)
-    x[:n], y[:n], mask[:n] = ids[:-1], ids[1:], True
-    x, y, mask = x.reshape(B, L), y.reshape(B, L), mask.reshape(B, L)
-    return _windows(x, y, mask, T)
+    row_starts = np.arange(B, dtype=np.int64)[:, None] * L          # (B, 1)
+    for start in range(0, L, T):
+        pos = row_starts + np.arange(start, min(start + T, L))      # (B, t) index of each input
+        mask = pos < n
+        pos[~mask] = 0
+        x = ids[pos].astype(np.int64)
+        y = ids[pos + 1].astype(np.int64)
+        x[~mask] = 0
+        y[~mask] = 0
+        yield x, y, mask
 
 
-def _windows(x: np.ndarray, y: np.ndarray, mask: np.ndarray, T: int) -> Iterator[Masked]:
-    """Column windows of width T (the last may be narrower) of (B, L) arrays, as contiguous copies."""
-    for start in range(0, x.shape[1], T):
-        cols = slice(start, start + T)
-        yield (np.ascontiguousarray(x[:, cols]), np.ascontiguousarray(y[:, cols]),
-               np.ascontiguousarray(mask[:, cols]))
+def id_counts(ids: np.ndarray, size: int) -> np.ndarray:
+    """(size,) int64: how often each id occurs in ids (N,), read in blocks so that a
+    memory-mapped text is never converted whole."""
+    counts = np.zeros(size, dtype=np.int64)
+    for start in range(0, len(ids), _COUNT_BLOCK):
+        counts += np.bincount(ids[start : start + _COUNT_BLOCK], minlength=size)
+    return counts
+
+
+# ids per block of id_counts: 16M ids are 128 MB as the intp bincount converts them to.
+_COUNT_BLOCK = 1 << 24

@@ -31,7 +31,8 @@ from tqdm import tqdm
 from . import __version__
 from .checkpoint import load_checkpoint, model_from_checkpoint, remove_stale_temporaries, save_checkpoint
 from .config import Config, config_to_dict, dump_config, load_config
-from .corpus import BatchStream, Vocab, read_texts, split
+from .corpus import BatchStream, Vocab, id_counts
+from .encoded import load_corpus, names
 from .errors import CharRNNError, UsageError
 from .evaluate import bits_per_char, evaluate
 from .interrupts import stop_signals
@@ -73,37 +74,31 @@ class Outcome:
 # -- data ---------------------------------------------------------------------------------------
 
 
-def load_corpus(cfg: Config) -> tuple[Vocab, np.ndarray, np.ndarray, str]:
-    """(vocab, train ids, val ids, note) from the data section. note reports <unk> mapping, if any."""
-    data = cfg.data
-    text = read_texts(data.path, data.encoding)
-    val_text = read_texts(data.val_path, data.encoding) if data.val_path else ""
-    vocab = Vocab.build(text + val_text, data.max_vocab)
-    on_unknown = "unk" if vocab.unk_id is not None else "error"
-    note = ""
-    if vocab.unk_id is not None:
-        distinct = len(set(text + val_text))
-        note = (f"data.max_vocab={data.max_vocab}: the text has {distinct} distinct characters; "
-                f"the {distinct - len(vocab) + 1} rarest are read as <unk>")
-    if data.val_path:
-        val_ids = vocab.encode(val_text, on_unknown)
-        if len(val_ids) < 2:
-            raise CharRNNError(f"{_names(data.val_path)}: the validation text has {len(val_ids)} "
-                               "character; scoring needs at least 2; use a longer data.val_path")
-        return vocab, vocab.encode(text, on_unknown), val_ids, note
-    ids = vocab.encode(text, on_unknown)
-    n_val = int(len(ids) * data.val_fraction)  # as split() counts
-    if n_val < 2:
-        raise CharRNNError(f"{_names(data.path)}: data.val_fraction {data.val_fraction:g} of "
-                           f"{len(ids):,} characters leaves {n_val} for validation, at least 2 are "
-                           "needed; raise data.val_fraction, use more text, or give data.val_path")
-    train_ids, val_ids = split(ids, data.val_fraction)
-    return vocab, train_ids, val_ids, note
+class _LoadingBars:
+    """The progress callback of load_corpus: one tqdm bar per stage (counting, encoding,
+    checking), on a terminal only and only for stages of at least _BAR_BYTES."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.stage, self.bar = None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled or total < _BAR_BYTES:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=stage, unit="B", unit_scale=True, unit_divisor=1024,
+                            file=sys.stderr, dynamic_ncols=True, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.stage, self.bar = None, None
 
 
-def _names(paths: str | list[str]) -> str:
-    """data.path / data.val_path as shown in a message."""
-    return paths if isinstance(paths, str) else ", ".join(paths)
+_BAR_BYTES = 32 << 20
 
 
 def _check_trainable(cfg: Config, train_ids: np.ndarray) -> None:
@@ -111,7 +106,7 @@ def _check_trainable(cfg: Config, train_ids: np.ndarray) -> None:
     t = cfg.train
     need = t.batch_size * t.seq_len + 1  # one more: the target of the last input
     if len(train_ids) < need:
-        raise CharRNNError(f"{_names(cfg.data.path)}: the training text has {len(train_ids):,} "
+        raise CharRNNError(f"{names(cfg.data.path)}: the training text has {len(train_ids):,} "
                            f"characters but train.batch_size {t.batch_size} x train.seq_len "
                            f"{t.seq_len} needs at least {need:,}; lower train.batch_size or "
                            "train.seq_len, or use more text")
@@ -140,7 +135,7 @@ def initial_model(cfg: Config, train_ids: np.ndarray, vocab_size: int):
     initial weights and the same masks. The head's biases start at the training text's log
     unigram frequencies (CharRNN.set_unigram_biases). Returns (model, dropout_rng).
     """
-    counts = np.bincount(train_ids, minlength=vocab_size)
+    counts = id_counts(train_ids, vocab_size)
     model = build_model(cfg, counts)
     init_rng, dropout_rng = (np.random.default_rng(s)
                              for s in np.random.SeedSequence(cfg.train.seed).spawn(2))
@@ -369,7 +364,11 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
         arrays, meta = load_checkpoint(init_from)
         ckpt = (arrays, meta, init_from)
 
-    vocab, train_ids, val_ids, note = load_corpus(cfg)
+    bars = _LoadingBars(show_progress)
+    try:
+        vocab, train_ids, val_ids, note = load_corpus(cfg, bars, warn=say)
+    finally:
+        bars.close()
     _check_trainable(cfg, train_ids)
     t = cfg.train
     stream = BatchStream(train_ids, t.batch_size, t.seq_len)
@@ -467,9 +466,13 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
                             f"bpc {bits_per_char(shown['loss']):.2f} {shown['chars_per_s']:,.0f} c/s",
                             refresh=False)
 
+    # train.eval_chars: the periodic evaluations (and best.npz) judge a fixed head of the
+    # validation text, so that an evaluation costs no more than the steps between two.
+    periodic_val = val_ids[: t.eval_chars] if t.eval_chars else val_ids
+
     def save_and_evaluate():
         nonlocal good
-        run.last_val = evaluate(model, val_ids, t.batch_size, t.seq_len)
+        run.last_val = evaluate(model, periodic_val, t.batch_size, t.seq_len)
         improved = run.last_val < p.best_val
         p.best_val = min(p.best_val, run.last_val)
         good = run.capture()
@@ -582,6 +585,12 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             _save(run_dir / "last.npz", run.capture())
         elif evaluated_at != p.step:
             save_and_evaluate()
+        if stopped is None and len(periodic_val) < len(val_ids):
+            full = evaluate(model, val_ids, t.batch_size, t.seq_len)
+            _append_jsonl(metrics_path, {"event": "final", "step": p.step, "val_loss": full,
+                                         "val_bpc": bits_per_char(full), "val_chars": len(val_ids)})
+            out(f"step {p.step}: val loss {full:.4f} nats ({bits_per_char(full):.3f} bpc) on the whole "
+                f"validation text ({len(val_ids):,} characters; train.eval_chars {t.eval_chars:,})")
     bar.close()
     if stopped is not None:
         say(f"stopped by {signal.Signals(stopped).name} at step {p.step}; "

@@ -7,6 +7,16 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import cli
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _corpus_cache_in_a_scratch_directory(tmp_path_factory):
+    """Runs of the suite (and the CLI children it starts) cache encoded corpora in a directory of
+    their own, never in the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

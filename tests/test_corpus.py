@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from charrnn.corpus import BatchStream, Vocab, eval_batches, read_text, read_texts, split
+from charrnn.corpus import BatchStream, Vocab, eval_batches, split
+from charrnn.reading import read_text, read_texts
 from charrnn.errors import CharRNNError, UsageError
 
 
