@@ -33,3 +33,16 @@ def test_softmax_cross_entropy_is_exact_for_huge_logits(scale, dtype):
         softmax_cross_entropy_(grad, targets, bias=bias, grad_scale=0.5)
     want_p[np.arange(7), targets] -= 1.0
     np.testing.assert_allclose(grad, 0.5 * want_p, rtol=tol, atol=tol)
+
+
+def test_rows_processed_block_by_block_each_use_their_own_targets():
+    # V = 5,000 gives blocks of 52 rows: 200 rows make four blocks, the last one short.
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(200, 5000))
+    targets = rng.integers(0, 5000, size=200)
+    want_nll, want_p = _reference(logits, targets)
+    grad = logits.copy()
+    nll = softmax_cross_entropy_(grad, targets, grad_scale=1.0)
+    np.testing.assert_allclose(nll, want_nll, rtol=1e-12)
+    want_p[np.arange(200), targets] -= 1.0
+    np.testing.assert_allclose(grad, want_p, rtol=1e-10, atol=1e-15)

@@ -47,6 +47,7 @@ def test_nll_and_step_agree_with_training_loss():
     rng = np.random.default_rng(2)
     model = CharRNN(9, 6, 2, cell="gru", embedding_size=5, dtype=np.float64)
     model.init_params(rng)
+    model.params["head.b"][:] = rng.normal(size=9)  # zero at init, which would hide a lost bias
     x = rng.integers(0, 9, size=(2, 7))
     y = rng.integers(0, 9, size=(2, 7))
     loss, _, final = model.loss_and_grads(x, y, model.init_state(2))
@@ -162,3 +163,12 @@ def test_evaluate_is_the_mean_over_real_characters_only(length):
     ids = rng.integers(0, 9, size=length)
     got = evaluate(model, ids, batch_size=4, seq_len=3)
     assert got == pytest.approx(_reference_mean_nll(model, ids, 4), rel=1e-12)
+
+
+@pytest.mark.parametrize("dropout", [0.1, 0.3])
+def test_dropout_keeps_each_unit_with_probability_one_minus_p(dropout):
+    model = CharRNN(7, 64, 2, cell="lstm", dropout=dropout)
+    keep = model.dropout_keep(np.random.default_rng(8), batch_size=32, seq_len=50)
+    assert keep.shape == (2, 50, 32, 64) and keep.dtype == bool
+    # 204,800 draws: the kept fraction is within 0.005 of 1 - p (more than 4 standard deviations).
+    assert abs(keep.mean() - (1 - dropout)) < 0.005

@@ -139,12 +139,13 @@ def test_clip_norm_at_or_below_threshold_is_bit_identical(max_norm):
     assert g["b"].tobytes() == np.array([[4.0]]).tobytes()
 
 
-def test_clip_norm_above_threshold_scales_to_max_norm():
+@pytest.mark.parametrize("max_norm", [1.0, 4.5])  # far below the norm 5, and just below it
+def test_clip_norm_above_threshold_scales_to_max_norm(max_norm):
     g = grads_3_4()
-    assert clip_grad_norm(g, 1.0) == 5.0
-    np.testing.assert_allclose(g["a"], [0.6], rtol=1e-15)
-    np.testing.assert_allclose(g["b"], [[0.8]], rtol=1e-15)
-    assert math.sqrt(g["a"][0] ** 2 + g["b"][0, 0] ** 2) == pytest.approx(1.0, rel=1e-15)
+    assert clip_grad_norm(g, max_norm) == 5.0
+    np.testing.assert_allclose(g["a"], [0.6 * max_norm], rtol=1e-15)
+    np.testing.assert_allclose(g["b"], [[0.8 * max_norm]], rtol=1e-15)
+    assert math.sqrt(g["a"][0] ** 2 + g["b"][0, 0] ** 2) == pytest.approx(max_norm, rel=1e-15)
 
 
 def test_clip_norm_leaves_non_finite_gradients_for_the_caller():

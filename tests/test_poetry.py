@@ -278,6 +278,28 @@ def test_forbidden_whole_start_line():
                 start="白日依山尽", forbid_corpus_lines={"白日依山尽"})
 
 
+class StutterModel(RandomModel):
+    """Strongly predicts the character it was just fed: left alone it writes 叠字 lines."""
+
+    def step(self, ids, state):
+        logits, new_state = super().step(ids, state)
+        logits[np.arange(len(ids)), ids] += 30.0
+        return logits, new_state
+
+
+def test_repeat_penalty_spares_the_character_just_written():
+    # A penalty of 100 outweighs the model's +30 for any character already in the poem, except
+    # the one just written (叠字 such as 萧萧 are part of the art): each line repeats its first
+    # character, and no line reuses a character of an earlier one.
+    vocab = make_vocab()
+    poems = compose(StutterModel(len(vocab)), vocab, "wujue", np.random.default_rng(0), num=20,
+                    temperature=0.0, repeat_penalty=100.0)
+    for poem in poems:
+        lines = [line for line in poem.replace("。", "，").split("，") if line]
+        assert all(len(set(line)) == 1 for line in lines), poem
+        assert len({line[0] for line in lines}) == len(lines), poem
+
+
 def test_seed_reproduces():
     vocab = make_vocab()
     def run(seed):
