@@ -131,13 +131,18 @@ def load_encoded(paths, val_paths, encoding: str = "utf-8", max_vocab: int | Non
                 raise
             # another run cached the same corpus meanwhile: keep its entry
             shutil.rmtree(scratch, ignore_errors=True)
+            return _open_entry(entry, key, "cache", progress)
     except OSError as exc:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         warn(f"warning: cannot write the corpus cache in {cache_dir} ({exc.strerror or exc}); "
              "loading without it")
         return _build(files, val_files, codec, max_vocab, None, progress)[0]
-    return _open_entry(entry, key, "built and cached", None)
+    except BaseException:  # bad text, Ctrl-C: no half-written entry stays behind
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return _open_entry(entry, key, "built and cached", None, verify=False)
 
 
 class _Damaged(Exception):
@@ -273,9 +278,11 @@ def _write_json(path: Path, obj: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def _open_entry(entry: Path, key: str, source: str, progress: Progress | None) -> Corpus:
-    """The corpus of a cache entry, memory-mapped, after checking it whole; _Damaged if any part
-    does not match meta.json."""
+def _open_entry(entry: Path, key: str, source: str, progress: Progress | None,
+                verify: bool = True) -> Corpus:
+    """The corpus of a cache entry, memory-mapped, after checking it whole (verify: the ids'
+    digests too; not needed for an entry just written); _Damaged if any part does not match
+    meta.json."""
     try:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         if meta.get("checksum") != _meta_checksum(meta):
@@ -289,7 +296,7 @@ def _open_entry(entry: Path, key: str, source: str, progress: Progress | None) -
             if ids.shape != (want["length"],) or ids.dtype.str != want["dtype"] or ids.dtype != vocab.dtype:
                 raise _Damaged(f"{part}.npy holds {ids.shape} {ids.dtype}, meta.json says "
                                f"({want['length']},) {want['dtype']}")
-            if _digest(ids, part, progress) != want["sha256"]:
+            if verify and _digest(ids, part, progress) != want["sha256"]:
                 raise _Damaged(f"{part}.npy does not match its checksum")
             arrays[part] = ids
         return Corpus(vocab, arrays["train"], arrays.get("val"), int(meta["distinct"]), source, entry)

@@ -254,3 +254,19 @@ def test_eval_chars_limits_periodic_evaluations_and_the_end_scores_everything(tm
     assert final["val_chars"] == len(val_ids)
     assert final["val_loss"] == pytest.approx(evaluate(model, val_ids, 2, 8), rel=1e-6)
     assert "on the whole validation text" in result.output
+
+
+def test_bad_utf8_late_in_a_large_corpus_is_one_line_and_leaves_no_cache_entry(tmp_path, small_chunks):
+    corpus = tmp_path / "big.txt"
+    corpus.write_bytes(("first verse\n" * 2000).encode() + b"\xe2\x28\xa1 tail\n")
+    cache = tmp_path / "cache"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  path: {corpus}\n  cache_dir: {cache}\ntrain:\n  max_steps: 1\n",
+                   encoding="utf-8")
+    result = invoke("train", "--config", cfg, "--out", tmp_path / "run", "--no-progress")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"charrnn: error: {corpus}: not valid UTF-8 at byte offset 24000 (use --encoding / data.encoding "
+        "for other codecs)")
+    assert "Traceback" not in result.output
+    assert _entries(cache) == [] and not (tmp_path / "run").exists()
