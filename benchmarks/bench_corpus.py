@@ -76,9 +76,10 @@ def descendants(pid: int) -> list[int]:
 
 def run_once(cfg_path: Path, run_dir: Path, label: str, size: int) -> dict:
     metrics = run_dir / "metrics.jsonl"
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)  # no earlier run's metrics to mistake
     began = time.monotonic()
     child = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--config", str(cfg_path),
-                              "--out", str(run_dir), "--overwrite", "--no-progress"],
+                              "--out", str(run_dir), "--no-progress"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first_step = None
     peaks: dict[int, int] = {}

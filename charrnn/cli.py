@@ -252,7 +252,8 @@ def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
 
     if use_val:
         cfg = load_config(checkpoint, base=saved)
-        corpus_vocab, _, val_ids, _ = load_corpus(cfg, warn=lambda message: click.echo(message, err=True))
+        loaded = load_corpus(cfg, warn=lambda message: click.echo(message, err=True))
+        corpus_vocab, val_ids = loaded.vocab, loaded.val_ids
         if corpus_vocab != vocab:
             raise CharRNNError(f"{checkpoint}: the training data changed since this checkpoint "
                                "(different vocabulary); evaluate a file instead of --val")

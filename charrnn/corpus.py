@@ -24,6 +24,9 @@ _ON_UNKNOWN = ("error", "unk", "drop")
 # How many unknown characters an error message lists before it stops.
 _MAX_LISTED = 20
 _REPLACEMENT = "\ufffd"
+# The one-byte id that marks an ASCII character outside the vocabulary in Vocab's fast path.
+_NOT_IN_VOCAB = 255
+_NOT_IN_VOCAB_BYTE = bytes([_NOT_IN_VOCAB])
 # One evaluation window: x, y and mask, each (B, t).
 Masked = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -43,6 +46,8 @@ def _from_code_points(cps: np.ndarray) -> str:
 
 def code_point_counts(text: str) -> np.ndarray:
     """(max code point + 1,) int64: how often each code point occurs in text."""
+    if text.isascii():  # a byte per character: a quarter of the UTF-32 code points' traffic
+        return np.bincount(np.frombuffer(text.encode("ascii"), dtype=np.uint8))
     return np.bincount(_code_points(text))
 
 
@@ -87,6 +92,14 @@ class Vocab:
         self._cp_to_id = np.full(self._max_cp + 2, -1, dtype=np.int32)
         self._cp_to_id[cps] = ids
         self._id_to_cp = np.array([ord(_REPLACEMENT if c == self.UNK else c) for c in chars], dtype=np.uint32)
+        # ASCII text through bytes.translate: one C pass from the text's bytes to one-byte ids
+        # (_NOT_IN_VOCAB where unknown), several times faster than the code-point gather.
+        self._ascii_table = None
+        if len(chars) < _NOT_IN_VOCAB:
+            table = np.full(256, _NOT_IN_VOCAB, dtype=np.uint8)
+            low = cps < 128
+            table[cps[low]] = ids[low]
+            self._ascii_table = table.tobytes()
 
     @classmethod
     def build(cls, text: str, max_size: int | None = None) -> Vocab:
@@ -145,6 +158,10 @@ class Vocab:
         """
         if on_unknown not in _ON_UNKNOWN:
             raise UsageError(f"on_unknown must be one of {', '.join(_ON_UNKNOWN)}, got {on_unknown!r}")
+        if self._ascii_table is not None and text.isascii():
+            small = text.encode("ascii").translate(self._ascii_table)
+            if _NOT_IN_VOCAB_BYTE not in small:
+                return np.frombuffer(small, dtype=np.uint8).astype(self.dtype)
         cps = _code_points(text)
         ids, known = self._lookup(cps)
         if known.all():

@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.config import Config
-from charrnn.corpus import Vocab, add_counts, code_point_counts, split
+from charrnn.corpus import Vocab, add_counts, code_point_counts, id_counts, split
 from charrnn.errors import CharRNNError
 from charrnn.reading import as_paths, check_encoding, text_chunks
 
-__all__ = ["Corpus", "load_corpus", "load_encoded", "default_cache_dir", "names", "CACHE_FORMAT"]
+__all__ = ["Corpus", "Loaded", "load_corpus", "load_encoded", "default_cache_dir", "names", "CACHE_FORMAT"]
 
 CACHE_FORMAT = 1
 _HASH_BLOCK = 16 << 20
@@ -53,6 +53,7 @@ class Corpus:
     vocab: Vocab
     ids: np.ndarray               # (N,) ids of data.path, vocab.dtype; a read-only map when cached
     val_ids: np.ndarray | None    # (M,) ids of data.val_path, or None
+    counts: np.ndarray            # (V,) int64: how often each id occurs in ids
     distinct: int                 # distinct characters in all the files (> len(vocab) - 1 with <unk>)
     source: str                   # how it was loaded: "cache" | "built and cached" | "no cache"
     entry: Path | None            # the cache directory used, if any
@@ -63,10 +64,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "charrnn"
 
 
-def load_corpus(cfg: Config, progress: Progress | None = None, warn: Callable[[str], None] = print):
-    """(vocab, train ids, val ids, note) from the data section; note reports <unk> mapping, if any.
+@dataclass
+class Loaded:
+    """What training needs of the data section."""
 
-    The ids are read-only memory maps of the cache entry when data.cache is on."""
+    vocab: Vocab
+    train_ids: np.ndarray         # (N,) read-only memory map when the cache is on
+    val_ids: np.ndarray           # (M,)
+    train_counts: np.ndarray      # (V,) int64: how often each id occurs in train_ids
+    note: str                     # the <unk> mapping, if any, in words
+
+
+def load_corpus(cfg: Config, progress: Progress | None = None,
+                warn: Callable[[str], None] = print) -> Loaded:
+    """The data section's corpus, from the cache when data.cache is on (see load_encoded)."""
     data = cfg.data
     cache_dir = (Path(data.cache_dir) if data.cache_dir else default_cache_dir()) if data.cache else None
     corpus = load_encoded(data.path, data.val_path, data.encoding, data.max_vocab, cache_dir,
@@ -80,14 +91,14 @@ def load_corpus(cfg: Config, progress: Progress | None = None, warn: Callable[[s
         if len(corpus.val_ids) < 2:
             raise CharRNNError(f"{names(data.val_path)}: the validation text has {len(corpus.val_ids)} "
                                "character; scoring needs at least 2; use a longer data.val_path")
-        return vocab, ids, corpus.val_ids, note
+        return Loaded(vocab, ids, corpus.val_ids, corpus.counts, note)
     n_val = int(len(ids) * data.val_fraction)  # as split() counts
     if n_val < 2:
         raise CharRNNError(f"{names(data.path)}: data.val_fraction {data.val_fraction:g} of "
                            f"{len(ids):,} characters leaves {n_val} for validation, at least 2 are "
                            "needed; raise data.val_fraction, use more text, or give data.val_path")
     train_ids, val_ids = split(ids, data.val_fraction)
-    return vocab, train_ids, val_ids, note
+    return Loaded(vocab, train_ids, val_ids, corpus.counts - id_counts(val_ids, len(vocab)), note)
 
 
 def names(paths: str | list[str]) -> str:
@@ -123,7 +134,7 @@ def load_encoded(paths, val_paths, encoding: str = "utf-8", max_vocab: int | Non
         _write_json(scratch / "meta.json", {
             "format": CACHE_FORMAT, "key": key, "encoding": codec, "max_vocab": max_vocab,
             "files": files, "val_files": val_files, "vocab": corpus.vocab.to_json(),
-            "distinct": corpus.distinct, "arrays": digests})
+            "distinct": corpus.distinct, "counts": corpus.counts.tolist(), "arrays": digests})
         try:
             os.rename(scratch, entry)
         except OSError:
@@ -184,12 +195,13 @@ def _chunks(names: list[str], codec: str, stage: str, progress: Progress | None)
 def _build(files, val_files, codec, max_vocab, scratch: Path | None, progress):
     """(Corpus, {part: digest}) by two passes; the ids go to .npy files in scratch, or, without
     one, to arrays in memory."""
-    counts, lengths = np.zeros(0, dtype=np.int64), {}
+    by_part, lengths = {}, {}
     for part, names in (("train", files), ("val", val_files)):
-        lengths[part] = 0
+        by_part[part], lengths[part] = np.zeros(0, dtype=np.int64), 0
         for text in _chunks(names, codec, "counting characters", progress):
-            counts = add_counts(counts, code_point_counts(text))
+            by_part[part] = add_counts(by_part[part], code_point_counts(text))
             lengths[part] += len(text)
+    counts = add_counts(by_part["train"], by_part["val"])
     vocab = Vocab.from_counts(counts, max_vocab)
     on_unknown = "unk" if vocab.unk_id is not None else "error"
     arrays, digests = {}, {}
@@ -203,9 +215,20 @@ def _build(files, val_files, codec, max_vocab, scratch: Path | None, progress):
                 sink.write(vocab.encode(text, on_unknown))
         arrays[part], digests[part] = sink.result, {"length": n, "dtype": vocab.dtype.str,
                                                      "sha256": sink.digest}
-    corpus = Corpus(vocab, arrays["train"], arrays.get("val"), int(np.count_nonzero(counts)),
-                    "no cache", None)
+    corpus = Corpus(vocab, arrays["train"], arrays.get("val"), _id_counts(vocab, by_part["train"]),
+                    int(np.count_nonzero(counts)), "no cache", None)
     return corpus, digests
+
+
+def _id_counts(vocab: Vocab, cp_counts: np.ndarray) -> np.ndarray:
+    """(V,) id counts from code point counts: <unk> gets every code point the vocabulary lacks."""
+    counts = np.zeros(len(vocab), dtype=np.int64)
+    for i, ch in enumerate(vocab.chars):
+        if ch != Vocab.UNK and ord(ch) < len(cp_counts):
+            counts[i] = cp_counts[ord(ch)]
+    if vocab.unk_id is not None:
+        counts[vocab.unk_id] = cp_counts.sum() - counts.sum()
+    return counts
 
 
 class _ArrayWriter:
@@ -299,7 +322,11 @@ def _open_entry(entry: Path, key: str, source: str, progress: Progress | None,
             if verify and _digest(ids, part, progress) != want["sha256"]:
                 raise _Damaged(f"{part}.npy does not match its checksum")
             arrays[part] = ids
-        return Corpus(vocab, arrays["train"], arrays.get("val"), int(meta["distinct"]), source, entry)
+        counts = np.asarray(meta["counts"], dtype=np.int64)
+        if counts.shape != (len(vocab),) or counts.sum() != len(arrays["train"]):
+            raise _Damaged("meta.json's character counts do not fit the ids")
+        return Corpus(vocab, arrays["train"], arrays.get("val"), counts, int(meta["distinct"]),
+                      source, entry)
     except _Damaged:
         raise
     except (OSError, ValueError, KeyError, TypeError, CharRNNError) as exc:

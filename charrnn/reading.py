@@ -86,6 +86,8 @@ def text_chunks(path: str | os.PathLike, encoding: str = "utf-8", chunk_bytes: i
     path = os.fspath(path)
     codec = check_encoding(encoding)
     wide = _is_wide(codec)
+    # codecs whose "\r" is the byte 0x0D and no other character's byte is
+    byte_transparent = codec in ("utf-8", "ascii", "iso8859-1", "cp1252")
     decoder = codecs.getincrementaldecoder(codec)(errors="strict")
     offset = 0            # bytes handed to the decoder so far
     held = ""             # a trailing "\r" kept back until we know whether "\n" follows
@@ -116,9 +118,14 @@ def text_chunks(path: str | os.PathLike, encoding: str = "utf-8", chunk_bytes: i
             raise CharRNNError(f"{path}: looks like a binary file (NUL character), expected text")
         if at_start and text:
             text, at_start = text.removeprefix("\ufeff"), False
-        text = held + text
+        joined = bool(held)
+        if joined:
+            text = held + text
         held = "\r" if text.endswith("\r") else ""
-        text = (text[:-1] if held else text).replace("\r\n", "\n")
+        if held:
+            text = text[:-1]
+        if joined or not byte_transparent or b"\r" in data:  # a memchr, cheaper than a str search
+            text = text.replace("\r\n", "\n")
         if text:
             produced = True
             yield text

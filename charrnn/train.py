@@ -128,14 +128,15 @@ def build_model(cfg: Config, counts: np.ndarray) -> CharRNN:
                    nonlinearity=m.nonlinearity, head=m.head, dtype=np.dtype(cfg.train.dtype), **head)
 
 
-def initial_model(cfg: Config, train_ids: np.ndarray, vocab_size: int):
+def initial_model(cfg: Config, train_ids: np.ndarray, vocab_size: int, counts: np.ndarray | None = None):
     """The model a run of cfg starts from, and the generator of its dropout masks.
 
     Both come from train.seed (two independent streams), so the same config draws the same
     initial weights and the same masks. The head's biases start at the training text's log
     unigram frequencies (CharRNN.set_unigram_biases). Returns (model, dropout_rng).
     """
-    counts = id_counts(train_ids, vocab_size)
+    if counts is None:  # (V,) how often each id occurs in train_ids
+        counts = id_counts(train_ids, vocab_size)
     model = build_model(cfg, counts)
     init_rng, dropout_rng = (np.random.default_rng(s)
                              for s in np.random.SeedSequence(cfg.train.seed).spawn(2))
@@ -366,13 +367,14 @@ def train(cfg: Config, *, out_dir: str | None = None, resume: str | None = None,
 
     bars = _LoadingBars(show_progress)
     try:
-        vocab, train_ids, val_ids, note = load_corpus(cfg, bars, warn=say)
+        loaded = load_corpus(cfg, bars, warn=say)
     finally:
         bars.close()
+    vocab, train_ids, val_ids, note = loaded.vocab, loaded.train_ids, loaded.val_ids, loaded.note
     _check_trainable(cfg, train_ids)
     t = cfg.train
     stream = BatchStream(train_ids, t.batch_size, t.seq_len)
-    model, dropout_rng = initial_model(cfg, train_ids, len(vocab))
+    model, dropout_rng = initial_model(cfg, train_ids, len(vocab), loaded.train_counts)
     if ckpt:
         arrays, meta, source = ckpt
         flag = "--resume" if resume else "--init-from"

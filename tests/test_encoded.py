@@ -106,6 +106,7 @@ def test_streamed_ids_vocabulary_and_split_equal_the_whole_text_path(tmp_path, c
             assert got.vocab == vocab
             np.testing.assert_array_equal(got.ids, ids)
             assert got.ids.dtype == ids.dtype
+            np.testing.assert_array_equal(got.counts, np.bincount(ids, minlength=len(vocab)))
             if val_paths:
                 np.testing.assert_array_equal(got.val_ids, val_ids)
             else:
@@ -270,3 +271,18 @@ def test_bad_utf8_late_in_a_large_corpus_is_one_line_and_leaves_no_cache_entry(t
         "for other codecs)")
     assert "Traceback" not in result.output
     assert _entries(cache) == [] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("on_unknown", ["drop", "unk"])
+@pytest.mark.parametrize("text", ["plain ascii text\n" * 30, "ascii and 春 and é\n" * 30])
+def test_encode_fast_ascii_path_agrees_with_a_dictionary(text, on_unknown):
+    # The vocabulary lacks "a", "s" and "春"; with max_size it gains <unk>.
+    kept = sorted(set(text) - {"a", "s", "春"})
+    vocab = Vocab(kept + ([Vocab.UNK] if on_unknown == "unk" else []))
+    want = [vocab.index.get(ch, vocab.unk_id) for ch in text]
+    want = [i for i in want if i is not None]
+    np.testing.assert_array_equal(vocab.encode(text, on_unknown), want)
+    full = Vocab.build(text)
+    np.testing.assert_array_equal(full.encode(text), [full.index[ch] for ch in text])
+    with pytest.raises(CharRNNError, match="not in the vocabulary: 'a', 's'"):
+        vocab.encode(text, "error")

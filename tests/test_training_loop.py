@@ -30,7 +30,8 @@ def cfg(tmp_path):
 
 def _reference_weights(cfg) -> tuple[dict, list, int]:
     t = cfg.train
-    vocab, train_ids, _, _ = load_corpus(cfg, warn=lambda message: None)
+    loaded = load_corpus(cfg, warn=lambda message: None)
+    vocab, train_ids = loaded.vocab, loaded.train_ids
     stream = BatchStream(train_ids, t.batch_size, t.seq_len)
     assert stream.windows_per_epoch == 3
     model, rng = initial_model(cfg, train_ids, len(vocab))
