@@ -333,14 +333,19 @@ def _open_entry(entry: Path, key: str, source: str, progress: Progress | None,
         raise _Damaged(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
-def _digest(ids: np.ndarray, part: str, progress: Progress | None) -> str:
+def _digest(ids: np.memmap, part: str, progress: Progress | None) -> str:
+    """SHA-256 of the ids a memory map shows, read from its file with ordinary reads: pages
+    touched through the map would count in the process's resident memory."""
     h = hashlib.sha256()
-    flat = ids.view(np.uint8)
-    step = _HASH_BLOCK
-    for start in range(0, len(flat), step):
-        h.update(flat[start : start + step])
-        if progress:
-            progress(f"checking the cached {part} ids", min(start + step, len(flat)), len(flat))
+    size = ids.size * ids.itemsize
+    done = 0
+    with open(ids.filename, "rb") as fh:
+        fh.seek(ids.offset)
+        while done < size and (block := fh.read(min(_HASH_BLOCK, size - done))):
+            h.update(block)
+            done += len(block)
+            if progress:
+                progress(f"checking the cached {part} ids", done, size)
     return h.hexdigest()
 
 
