@@ -52,6 +52,18 @@ def make_corpus(path: Path, size_mb: int, tang: bool) -> None:
         fh.write(b"\n" * (want - written - len(rest)))
 
 
+def cpu_name() -> str:
+    """The CPU's model name and family from /proc/cpuinfo (the figures depend on it)."""
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.machine()
+    return f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')})"
+
+
 def peak_rss(pid: int) -> int:
     """VmHWM of a process in bytes (0 once it is gone)."""
     try:
@@ -126,7 +138,7 @@ def main() -> None:
     cfg_path = args.dir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     size = corpus.stat().st_size
-    print(f"corpus {corpus.name}: {size / 2**20:,.0f} MiB; {platform.processor() or platform.machine()}, "
+    print(f"corpus {corpus.name}: {size / 2**20:,.0f} MiB; {cpu_name()}, "
           f"{os.cpu_count()} CPUs; lstm 2x256 B64 T64, train.processes {args.processes}, "
           f"{args.steps} steps")
     for label in ("first run (builds the cache)", "second run (cache)"):

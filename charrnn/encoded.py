@@ -8,14 +8,14 @@ the encoded array when there is no cache to write it to.
 The cache (data.cache_dir, by default $XDG_CACHE_HOME/charrnn or ~/.cache/charrnn) holds one
 directory per corpus:
 
-    <key>/meta.json    the key's inputs, the vocabulary, lengths and SHA-256 of the id files,
-                       and a SHA-256 of its own fields
+    <key>/meta.json    the key's inputs, the vocabulary and its counts, the lengths and CRC-32
+                       of the id files, and a SHA-256 of its own fields
     <key>/train.npy    ids of data.path, concatenated in order (N,) uint16 or uint32
     <key>/val.npy      ids of data.val_path, when there is one
 
 The key is a SHA-256 over the cache format, the encoding, data.max_vocab and the bytes of every
 file, so a changed file, encoding, max_vocab or format finds no entry rather than a stale one. A
-later run memory-maps train.npy and val.npy after checking them against meta.json's digests: a
+later run memory-maps train.npy and val.npy after checking them against meta.json's CRCs: a
 truncated or altered entry is rebuilt with a warning, never used. When the cache cannot be
 written (read-only, full), the corpus is loaded without it, also with a warning. An entry is
 written in a temporary directory and renamed into place, so a crash never leaves half of one.
@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ from charrnn.reading import as_paths, check_encoding, text_chunks
 
 __all__ = ["Corpus", "Loaded", "load_corpus", "load_encoded", "default_cache_dir", "names", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _HASH_BLOCK = 16 << 20
 
 # Progress callback: (stage name, bytes done in this stage, total bytes of the stage).
@@ -193,8 +194,8 @@ def _chunks(names: list[str], codec: str, stage: str, progress: Progress | None)
 
 
 def _build(files, val_files, codec, max_vocab, scratch: Path | None, progress):
-    """(Corpus, {part: digest}) by two passes; the ids go to .npy files in scratch, or, without
-    one, to arrays in memory."""
+    """(Corpus, {part: its length, dtype and CRC-32}) by two passes; the ids go to .npy files in
+    scratch, or, without one, to arrays in memory."""
     by_part, lengths = {}, {}
     for part, names in (("train", files), ("val", val_files)):
         by_part[part], lengths[part] = np.zeros(0, dtype=np.int64), 0
@@ -214,7 +215,7 @@ def _build(files, val_files, codec, max_vocab, scratch: Path | None, progress):
             for text in _chunks(names, codec, f"encoding the {part} text", progress):
                 sink.write(vocab.encode(text, on_unknown))
         arrays[part], digests[part] = sink.result, {"length": n, "dtype": vocab.dtype.str,
-                                                     "sha256": sink.digest}
+                                                     "crc32": sink.crc}
     corpus = Corpus(vocab, arrays["train"], arrays.get("val"), _id_counts(vocab, by_part["train"]),
                     int(np.count_nonzero(counts)), "no cache", None)
     return corpus, digests
@@ -237,7 +238,7 @@ class _ArrayWriter:
     def __init__(self, n: int, dtype):
         self.result = np.empty(n, dtype=dtype)
         self.written = 0
-        self.digest = None
+        self.crc = None
 
     def write(self, ids: np.ndarray) -> None:
         self.result[self.written : self.written + len(ids)] = ids
@@ -258,7 +259,7 @@ class _NpyWriter(_ArrayWriter):
     def __init__(self, path: Path, n: int, dtype):
         self.path, self.n, self.dtype = path, n, np.dtype(dtype)
         self.written = 0
-        self._hash = hashlib.sha256()
+        self._crc = 0
 
     def __enter__(self):
         self._fh = open(self.path, "wb")
@@ -276,7 +277,7 @@ class _NpyWriter(_ArrayWriter):
     def write(self, ids: np.ndarray) -> None:
         data = ids.astype(self.dtype, copy=False).tobytes()
         self._fh.write(data)
-        self._hash.update(data)
+        self._crc = zlib.crc32(data, self._crc)
         self.written += len(ids)
 
     def __exit__(self, *exc):
@@ -284,7 +285,7 @@ class _NpyWriter(_ArrayWriter):
         if exc[0] is None:
             if self.written != self.n:
                 raise CharRNNError("the corpus changed while it was being read; run again")
-            self.digest = self._hash.hexdigest()
+            self.crc = self._crc
             self.result = None
 
 
@@ -304,7 +305,7 @@ def _write_json(path: Path, obj: dict) -> None:
 def _open_entry(entry: Path, key: str, source: str, progress: Progress | None,
                 verify: bool = True) -> Corpus:
     """The corpus of a cache entry, memory-mapped, after checking it whole (verify: the ids'
-    digests too; not needed for an entry just written); _Damaged if any part does not match
+    CRCs too; not needed for an entry just written); _Damaged if any part does not match
     meta.json."""
     try:
         meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
@@ -319,7 +320,7 @@ def _open_entry(entry: Path, key: str, source: str, progress: Progress | None,
             if ids.shape != (want["length"],) or ids.dtype.str != want["dtype"] or ids.dtype != vocab.dtype:
                 raise _Damaged(f"{part}.npy holds {ids.shape} {ids.dtype}, meta.json says "
                                f"({want['length']},) {want['dtype']}")
-            if verify and _digest(ids, part, progress) != want["sha256"]:
+            if verify and _checksum(ids, part, progress) != want["crc32"]:
                 raise _Damaged(f"{part}.npy does not match its checksum")
             arrays[part] = ids
         counts = np.asarray(meta["counts"], dtype=np.int64)
@@ -333,20 +334,21 @@ def _open_entry(entry: Path, key: str, source: str, progress: Progress | None,
         raise _Damaged(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
-def _digest(ids: np.memmap, part: str, progress: Progress | None) -> str:
-    """SHA-256 of the ids a memory map shows, read from its file with ordinary reads: pages
-    touched through the map would count in the process's resident memory."""
-    h = hashlib.sha256()
+def _checksum(ids: np.memmap, part: str, progress: Progress | None) -> int:
+    """CRC-32 of the ids a memory map shows, read from its file with ordinary reads (pages
+    touched through the map would count in the process's resident memory). A CRC finds any
+    truncation or damage and runs at several GB/s; the key, which must tell files apart, is a
+    SHA-256."""
+    crc, done = 0, 0
     size = ids.size * ids.itemsize
-    done = 0
     with open(ids.filename, "rb") as fh:
         fh.seek(ids.offset)
         while done < size and (block := fh.read(min(_HASH_BLOCK, size - done))):
-            h.update(block)
+            crc = zlib.crc32(block, crc)
             done += len(block)
             if progress:
                 progress(f"checking the cached {part} ids", done, size)
-    return h.hexdigest()
+    return crc
 
 
 def encode_file(path: str, vocab: Vocab, encoding: str = "utf-8") -> tuple[np.ndarray, int]:
