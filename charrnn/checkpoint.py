@@ -6,11 +6,10 @@ carried hidden state, ...), plus a 0-d unicode array under the key "meta" holdin
 reader can refuse a file it does not understand. Any NumPy (`np.load(..., allow_pickle=False)`)
 or zip-reading tool can open the file; nothing in it is a pickle.
 
-A save writes a temporary file next to the target and renames it into place, so a crash or a
-full disk leaves either the old checkpoint or the new one, never half a file.
+A save goes through charrnn.atomic.replace_file, so a crash or a full disk leaves either the old
+checkpoint or the new one, never half a file.
 """
 
-import glob
 import json
 import os
 import zipfile
@@ -19,17 +18,16 @@ from typing import BinaryIO
 
 import numpy as np
 
+from charrnn.atomic import replace_file
 from charrnn.errors import CharRNNError, UsageError
 
 __all__ = ["FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint",
-           "remove_stale_temporaries", "save_checkpoint"]
+           "save_checkpoint"]
 
 FORMAT_VERSION = 2
 _META = "meta"
 # np.savez takes the file and these options by keyword, so arrays cannot use these names
 _RESERVED = {_META, "file", "allow_pickle"}
-# a save writes ".NAME.tmp-PID" first; the process id tells whose write it is
-_TEMPORARY = ".tmp-"
 # what reading a damaged archive raises, from zipfile, zlib, the .npy parser or the allocator
 _DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError,
            MemoryError, NotImplementedError)
@@ -45,50 +43,8 @@ def save_checkpoint(path: str, arrays: dict[str, np.ndarray], meta: dict) -> Non
     """
     payload = _validated_arrays(arrays)
     payload[_META] = np.array(_meta_json(meta))
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}{_TEMPORARY}{os.getpid()}")
-    existed = os.path.exists(path)
-    try:
-        with open(temporary, "wb") as fh:
-            np.savez(fh, **payload)  # uncompressed: checkpoints are written often and must be fast
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        _remove_quietly(temporary)
-        if isinstance(exc, OSError):
-            intact = "; the previous checkpoint is intact" if existed else ""
-            raise CharRNNError(f"cannot write {path}: {exc.strerror or exc}{intact}") from exc
-        raise
-    _fsync_directory(directory)
-
-
-def remove_stale_temporaries(directory: str) -> list[str]:
-    """Delete the temporary files of saves that never finished in `directory`; returns their paths.
-
-    A process killed while saving (SIGKILL, power cut) leaves its ".NAME.tmp-PID" behind. Such a
-    file is never read, so it is only litter; files of processes still running are left alone.
-    """
-    removed = []
-    for temporary in glob.glob(os.path.join(glob.escape(os.fspath(directory)), f".*{_TEMPORARY}*")):
-        pid = temporary.rpartition(_TEMPORARY)[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            _remove_quietly(temporary)
-            removed.append(temporary)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid() or os.name != "posix":
-        return True  # elsewhere os.kill(pid, 0) would end the process instead of asking about it
-    try:
-        os.kill(pid, 0)  # signal 0 only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists but belongs to someone else, or the question is not allowed
-    return True
+    # uncompressed: checkpoints are written often and must be fast
+    replace_file(path, lambda fh: np.savez(fh, **payload), previous="checkpoint")
 
 
 def _validated_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -124,27 +80,6 @@ def _json_scalar(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass  # never created, or already gone: nothing left behind either way
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable; best effort, as some filesystems cannot fsync a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # the new file is already in place; only durability across a power cut is weaker
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str) -> tuple[dict[str, np.ndarray], dict]:

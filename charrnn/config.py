@@ -14,12 +14,10 @@ in code is held to the same rules as one read from a file.
 This is the only module that imports yaml.
 """
 
-import contextlib
 import dataclasses
 import difflib
 import math
 import operator
-import os
 import re
 import types
 from dataclasses import dataclass, field, fields
@@ -27,7 +25,8 @@ from typing import Any, Callable, ClassVar
 
 import yaml
 
-from charrnn.errors import CharRNNError, UsageError
+from charrnn.atomic import replace_file
+from charrnn.errors import UsageError
 
 __all__ = [
     "Config",
@@ -486,17 +485,7 @@ def dump_config(cfg: Config, path: str) -> None:
     """Write the config as YAML, keys in schema order; load_config(path) gives an equal Config."""
     text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True,
                           default_flow_style=False)
-    # Through a temporary file, as checkpoints are: a crash leaves the old file or the new one.
-    head, name = os.path.split(path)
-    temporary = os.path.join(head, f".{name}.tmp-{os.getpid()}")  # a name the trainer cleans up
-    try:
-        with open(temporary, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(temporary, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise CharRNNError(f"cannot write {path}: {exc.strerror or exc}") from None
+    replace_file(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def config_text(d: dict) -> str:

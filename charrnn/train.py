@@ -29,7 +29,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .checkpoint import load_checkpoint, model_from_checkpoint, remove_stale_temporaries, save_checkpoint
+from .atomic import remove_stale_temporaries, replace_file
+from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import Config, config_to_dict, dump_config, load_config
 from .corpus import BatchStream, Vocab, id_counts
 from .encoded import load_corpus, names
@@ -274,16 +275,7 @@ def _copy_metrics(source: Path, target: Path, keep: Callable[[dict], bool]) -> N
             continue  # a line cut short by a crash
         if keep(record):
             kept.append(line)
-    _replace(target, lambda temporary: temporary.write_text("".join(line + "\n" for line in kept),
-                                                             encoding="utf-8"))
-
-
-def _replace(target: Path, write: Callable[[Path], None]) -> None:
-    """Replace target by what write(temporary) puts in a temporary file beside it: a crash leaves
-    the old file or the new one, and at worst a temporary that the next run clears away."""
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    write(temporary)
-    os.replace(temporary, target)
+    replace_file(target, lambda fh: fh.write("".join(line + "\n" for line in kept).encode("utf-8")))
 
 
 def _saved_step(checkpoint: Path) -> float:
@@ -313,7 +305,8 @@ def _continue_history(checkpoint: Path, run_dir: Path, progress: Progress, in_pl
     if best.exists() and _saved_step(best) <= progress.step:
         copies.append((best, run_dir / "best.npz"))
     for source, target in copies:
-        _replace(target, lambda temporary: shutil.copyfile(source, temporary))
+        with open(source, "rb") as original:
+            replace_file(target, lambda fh: shutil.copyfileobj(original, fh))
 
 
 def _save(path: Path, capture: tuple[dict, dict]) -> None:
