@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from . import metrics
 from .errors import CharRNNError
 
 
@@ -15,11 +15,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[dict]]:
     if not path.is_file():
         raise CharRNNError(f"{run_dir}: no metrics.jsonl; is it a run directory?")
     events: dict[str, list[dict]] = {"train": [], "eval": []}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
+    for record in metrics.read(path):
         if record.get("event") in events:
             events[record["event"]].append(record)
     return events

@@ -29,9 +29,11 @@ import numpy as np
 from charrnn.constraints import VerseConstraints, templates_fitting_forced
 from charrnn.errors import CharRNNError, UsageError
 from charrnn.prosody import PING, SCHEMES, TEMPLATES, ZE, RhymeBook, check_template, load_book
-from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose
+from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose, start_id
 
 COMMA, PERIOD = "，", "。"
+# Fed before a poem's first character: the end of the previous poem.
+_POEM_START = ("\n", PERIOD)
 MAX_PENALTY = 100.0  # a repeat penalty (nats) beyond any logit gap: a ban
 
 
@@ -294,7 +296,7 @@ def compose_scored(model, vocab, form: str, rng: np.random.Generator, *, num: in
     out = np.empty((rows, spec.lines * width), dtype=np.int64)
     written = np.zeros((rows, len(tokens)), dtype=bool)
     nll = np.zeros(rows)
-    prev = np.full(rows, _start_id(vocab), dtype=np.int64)
+    prev = np.full(rows, start_id(vocab, _POEM_START), dtype=np.int64)
     state = model.init_state(rows)
     all_rows = np.arange(rows)
     for slot in range(out.shape[1]):
@@ -341,11 +343,3 @@ def _unbanned(completions: dict[str, np.ndarray], prefix: np.ndarray, tokens: li
         if banned is not None:
             unbanned[b, banned] = False
     return unbanned
-
-
-def _start_id(vocab) -> int:
-    """The id fed before the first character: the end of the previous poem."""
-    for ch in ("\n", PERIOD):
-        if ch in vocab.index:
-            return vocab.index[ch]
-    return 0

@@ -226,7 +226,7 @@ def generate(
         )
     prime_ids = _encode_prime(vocab, prime, on_unknown)
     stop_ids = _encode_stop(vocab, stop)
-    context = prime_ids.tolist() or [_start_id(vocab)]
+    context = prime_ids.tolist() or [start_id(vocab)]
     steps = _steps(model, rng, context, num_samples, length, (temperature, top_k, top_p))
     prime_text = vocab.decode(prime_ids)
     # Allocated here, not in the generator: a request too large to allocate fails before any output.
@@ -279,9 +279,10 @@ def _encode_stop(vocab: Vocab, stop: str | None) -> np.ndarray | None:
     return vocab.encode(stop).astype(np.int64)
 
 
-def _start_id(vocab: Vocab) -> int:
-    """The input that starts sampling when there is no prime."""
-    for ch in _START_CHARS:
+def start_id(vocab: Vocab, candidates: tuple[str, ...] = _START_CHARS) -> int:
+    """The input fed first when there is no prime: the first of `candidates` the vocabulary
+    has (for text, a line break, else a space), else id 0."""
+    for ch in candidates:
         if ch in vocab:
             return vocab.index[ch]
     return 0

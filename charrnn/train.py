@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -29,6 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from . import metrics
 from .atomic import remove_stale_temporaries, replace_file
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import Config, config_to_dict, dump_config, load_config
@@ -250,34 +250,6 @@ def _prepare_run_dir(run_dir: Path, fresh: bool, overwrite: bool) -> None:
                          f"{run_dir / 'last.npz'}, write elsewhere with --out, or pass --overwrite")
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
-    _append_text(path, json.dumps(record) + "\n")
-
-
-def _append_text(path: Path, text: str) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise CharRNNError(f"cannot write {path}: {exc.strerror or exc}; "
-                           "the checkpoints saved so far are intact") from None
-
-
-def _copy_metrics(source: Path, target: Path, keep: Callable[[dict], bool]) -> None:
-    """target gets the events of source (which may be target) that `keep` accepts, in order."""
-    if not source.exists():
-        return
-    kept = []
-    for line in source.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
-        if keep(record):
-            kept.append(line)
-    replace_file(target, lambda fh: fh.write("".join(line + "\n" for line in kept).encode("utf-8")))
-
-
 def _saved_step(checkpoint: Path) -> float:
     """The step a checkpoint was saved at; inf when the file cannot tell."""
     try:
@@ -297,7 +269,7 @@ def _continue_history(checkpoint: Path, run_dir: Path, progress: Progress, in_pl
             return record.get("rollbacks", 0) <= progress.rollbacks
         return record.get("step", 0) <= progress.step
 
-    _copy_metrics(checkpoint.parent / "metrics.jsonl", run_dir / "metrics.jsonl", before)
+    metrics.copy(checkpoint.parent / "metrics.jsonl", run_dir / "metrics.jsonl", before)
     if in_place:
         return
     copies = [(checkpoint, run_dir / "last.npz")]
@@ -474,7 +446,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
         _save(run_dir / "last.npz", good)
         if improved:
             _save(run_dir / "best.npz", good)
-        _append_jsonl(metrics_path, {"event": "eval", "step": p.step, "epoch": p.epoch,
+        metrics.append(metrics_path, {"event": "eval", "step": p.step, "epoch": p.epoch,
                                      "val_loss": run.last_val, "val_bpc": bits_per_char(run.last_val),
                                      "best_val_loss": p.best_val, "elapsed": round(p.elapsed, 3)})
         line = (f"step {p.step} epoch {p.epoch}: val loss {run.last_val:.4f} nats "
@@ -483,7 +455,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             rng = np.random.default_rng([t.seed, p.step])
             text = "".join(generate(model, run.vocab, rng, length=t.sample_length,
                                     temperature=_SAMPLE_TEMPERATURE))
-            _append_text(run_dir / "samples.txt",
+            metrics.append_text(run_dir / "samples.txt",
                          f"=== step {p.step}, val loss {run.last_val:.4f} ===\n{text}\n\n")
             line += "\n" + text.strip("\n")[:200]
         out(line)
@@ -494,7 +466,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
         seen = {"loss": loss if math.isfinite(loss) else str(loss),
                 "grad_norm": norm if math.isfinite(norm) else str(norm)}
         if p.rollbacks >= t.max_rollbacks:
-            _append_jsonl(metrics_path, {"event": "diverged", "step": p_lost, **seen,
+            metrics.append(metrics_path, {"event": "diverged", "step": p_lost, **seen,
                                          "rollbacks": p.rollbacks})
             last = run_dir / "last.npz"
             saved = f"{last} holds the last good state; " if last.exists() else ""
@@ -508,8 +480,8 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
         p.rollbacks, p.lr_scale, p.elapsed = kept
         p.loss_avg, p.avg_steps = None, 0
         # the undone steps' records go: those steps are taken (and logged) again
-        _copy_metrics(metrics_path, metrics_path, lambda r: r.get("event") != "train" or r["step"] <= p.step)
-        _append_jsonl(metrics_path, {"event": "rollback", "step": p_lost, "to_step": p.step, **seen,
+        metrics.copy(metrics_path, metrics_path, lambda r: r.get("event") != "train" or r["step"] <= p.step)
+        metrics.append(metrics_path, {"event": "rollback", "step": p_lost, "to_step": p.step, **seen,
                                      "lr_scale": p.lr_scale, "rollbacks": p.rollbacks})
         out(f"step {p_lost}: loss {loss:.4g}, grad norm {norm:.4g} - diverging; rolled back to step "
             f"{p.step}, learning rate x{p.lr_scale:g} (rollback {p.rollbacks} of {t.max_rollbacks})")
@@ -563,7 +535,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             if p.step % t.log_every == 0:
                 shown["loss"] = float(np.mean(window_losses))
                 shown["chars_per_s"] = len(window_losses) * chars_per_step / window_time
-                _append_jsonl(metrics_path, {
+                metrics.append(metrics_path, {
                     "event": "train", "step": p.step, "epoch": p.epoch, "loss": shown["loss"],
                     "bpc": bits_per_char(shown["loss"]), "grad_norm": float(np.mean(window_norms)),
                     "lr": lr, "chars_per_s": round(shown["chars_per_s"]), "elapsed": round(p.elapsed, 3)})
@@ -582,7 +554,7 @@ def _loop(run: _Run, stream: BatchStream, val_ids: np.ndarray, run_dir: Path, sh
             save_and_evaluate()
         if stopped is None and len(periodic_val) < len(val_ids):
             full = evaluate(model, val_ids, t.batch_size, t.seq_len)
-            _append_jsonl(metrics_path, {"event": "final", "step": p.step, "val_loss": full,
+            metrics.append(metrics_path, {"event": "final", "step": p.step, "val_loss": full,
                                          "val_bpc": bits_per_char(full), "val_chars": len(val_ids)})
             out(f"step {p.step}: val loss {full:.4f} nats ({bits_per_char(full):.3f} bpc) on the whole "
                 f"validation text ({len(val_ids):,} characters; train.eval_chars {t.eval_chars:,})")
