@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import names
 from .functional import scatter_add_rows
 
 
@@ -491,7 +492,7 @@ class RNN:
         return a, (a,)
 
 
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+CELLS = dict(zip(names.CELLS, (LSTM, GRU, RNN)))  # by config name
 
 
 def make_cell(kind: str, input_size: int, hidden_size: int, *, peephole: bool = False,

@@ -15,7 +15,7 @@ import sys
 import click
 import numpy as np
 
-from . import interrupts
+from . import interrupts, names
 from .errors import CharRNNError, UsageError
 from .sample import MAX_LENGTH, MAX_SAMPLES
 
@@ -305,7 +305,7 @@ def info(checkpoint):
 
 
 @cli.command()
-@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default="lstm", help="Cell type.")
+@click.option("--cell", type=click.Choice(names.CELLS), default="lstm", help="Cell type.")
 @click.option("--layers", type=click.IntRange(1, 8), default=2, help="Stacked layers.")
 @click.option("--steps", type=click.IntRange(1, 64), default=5, help="Timesteps T of the window.")
 @click.option("--batch", type=click.IntRange(1, 16), default=2, help="Batch size B.")

@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar
 
 import yaml
 
+from charrnn import names
 from charrnn.atomic import replace_file
 from charrnn.errors import UsageError
 
@@ -122,14 +123,14 @@ class ModelConfig(_Section):
 
     _section: ClassVar[str] = "model"
 
-    cell: str = _spec("lstm", choices=("lstm", "gru", "rnn"))  # recurrent cell type
+    cell: str = _spec("lstm", choices=names.CELLS)  # recurrent cell type
     hidden_size: int = _spec(128, ge=1, le=65536)  # units per recurrent layer
     num_layers: int = _spec(2, ge=1, le=16)  # stacked recurrent layers
     embedding_size: int = _spec(0, ge=0, le=65536)  # 0 = one-hot input straight into the first layer
     dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # drop probability on recurrent layer outputs
     peephole: bool = False  # LSTM gates also see the cell state (lstm only)
-    nonlinearity: str = _spec("tanh", choices=("tanh", "relu"))  # vanilla RNN activation (rnn only)
-    head: str = _spec("full", choices=("full", "adaptive"))  # softmax over all characters, or adaptive (frequent ones first)
+    nonlinearity: str = _spec("tanh", choices=names.NONLINEARITIES)  # vanilla RNN activation (rnn only)
+    head: str = _spec("full", choices=names.HEADS)  # softmax over all characters, or adaptive (frequent ones first)
     head_cutoffs: list[int] | None = _spec(None, check=_increasing_ranks)  # adaptive: shortlist size, then each cluster's first rank; null = at 80%, 95% and 99% of the training tokens
     head_div: float = _spec(4.0, ge=1.0, le=1024.0)  # adaptive: cluster i projects to hidden_size / head_div^(i+1)
 
@@ -157,7 +158,7 @@ class TrainConfig(_Section):
 
     batch_size: int = _spec(32, ge=1, le=1_000_000)  # parallel streams through the text
     seq_len: int = _spec(64, ge=1, le=1_000_000)  # timesteps per truncated-BPTT window
-    optimizer: str = _spec("adam", choices=("sgd", "adagrad", "rmsprop", "adam"))  # update rule
+    optimizer: str = _spec("adam", choices=names.OPTIMIZERS)  # update rule
     learning_rate: float = _spec(2e-3, gt=0.0)  # base step size (peak of the schedule)
     momentum: float = _spec(0.9, ge=0.0, lt=1.0)  # sgd only; 0 = plain SGD
     beta1: float = _spec(0.9, ge=0.0, lt=1.0)  # adam: decay of the first-moment average
@@ -166,9 +167,9 @@ class TrainConfig(_Section):
     weight_decay: float = _spec(0.0, ge=0.0)  # decoupled for adam, plain L2 for the others
     alpha: float = _spec(0.99, ge=0.0, lt=1.0)  # rmsprop: decay of the squared-gradient average
     grad_clip: float = _spec(5.0, ge=0.0)  # clipping threshold; 0 = off
-    clip_mode: str = _spec("norm", choices=("norm", "value"))  # global L2 norm or element-wise
+    clip_mode: str = _spec("norm", choices=names.CLIP_MODES)  # global L2 norm or element-wise
     schedule: str = _spec("constant",  # learning rate after warm-up
-                          choices=("constant", "exponential", "step", "cosine"))
+                          choices=names.SCHEDULES)
     warmup_steps: int = _spec(0, ge=0)  # linear warm-up from learning_rate/warmup_steps
     decay_rate: float = _spec(0.5, gt=0.0, le=1.0)  # exponential/step: factor per decay_every steps
     decay_every: int = _spec(1000, ge=1)  # exponential/step: steps per decay_rate factor
@@ -181,7 +182,7 @@ class TrainConfig(_Section):
     log_every: int = _spec(10, ge=1)  # steps between training-loss log lines
     sample_length: int = _spec(200, ge=0, le=1_000_000)  # characters sampled at each evaluation (0 = none)
     seed: int = _spec(1234, ge=0)  # seeds initialisation, dropout and samples
-    dtype: str = _spec("float32", choices=("float32", "float64"))  # parameter/activation precision
+    dtype: str = _spec("float32", choices=names.DTYPES)  # parameter/activation precision
     processes: int = _spec(1, ge=1, le=64)  # processes sharing each window's rows (1 = no workers)
     divergence_factor: float = _spec(4.0, gt=1.0)  # loss > this x its running average (or x ln V) = divergence
     rollback_lr_factor: float = _spec(0.5, gt=0.0, lt=1.0)  # learning rate multiplier per rollback

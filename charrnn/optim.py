@@ -13,11 +13,12 @@ import math
 
 import numpy as np
 
+from charrnn import names
 from charrnn.errors import CharRNNError, UsageError
 
 __all__ = [
     "clip_grad_norm", "clip_grad_value", "Optimizer", "SGD", "Adagrad", "RMSprop", "Adam",
-    "make_optimizer", "learning_rate", "OPTIMIZERS", "SCHEDULES",
+    "make_optimizer", "hyperparameters", "learning_rate", "OPTIMIZERS", "SCHEDULES",
 ]
 
 Arrays = dict[str, np.ndarray]
@@ -291,27 +292,33 @@ def _apply_scaled(p: np.ndarray, num: np.ndarray, sq: np.ndarray, sq_scale: floa
     p -= tmp
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
+OPTIMIZERS: dict[str, type[Optimizer]] = dict(zip(names.OPTIMIZERS, (SGD, Adagrad, RMSprop, Adam)))
 
 
-def make_optimizer(name: str, params: Arrays, **hyper: float) -> Optimizer:
-    """The optimizer called `name` ("sgd", "adagrad", "rmsprop" or "adam") over params.
-
-    hyper holds that optimizer's keyword arguments; UsageError for an unknown name or argument.
-    """
+def hyperparameters(name: str) -> list[str]:
+    """The keyword arguments the optimizer called `name` takes (e.g. ["momentum", "weight_decay"]
+    for "sgd"); UsageError for an unknown name."""
     cls = OPTIMIZERS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise UsageError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
-    accepted = [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "params")]
+    return [n for n in inspect.signature(cls.__init__).parameters if n not in ("self", "params")]
+
+
+def make_optimizer(name: str, params: Arrays, **hyper: float) -> Optimizer:
+    """The optimizer called `name` (one of OPTIMIZERS) over params.
+
+    hyper holds that optimizer's keyword arguments; UsageError for an unknown name or argument.
+    """
+    accepted = hyperparameters(name)
     unknown = sorted(set(hyper) - set(accepted))
     if unknown:
         raise UsageError(
             f"optimizer {name!r} does not take {', '.join(unknown)}; it takes {', '.join(accepted)}"
         )
-    return cls(params, **hyper)
+    return OPTIMIZERS[name](params, **hyper)
 
 
-SCHEDULES = ("constant", "exponential", "step", "cosine")
+SCHEDULES = names.SCHEDULES
 
 
 def learning_rate(step: int, base_lr: float, schedule: str = "constant", warmup_steps: int = 0,

@@ -39,7 +39,7 @@ from .evaluate import bits_per_char, evaluate
 from .interrupts import stop_signals
 from .adaptive import default_cutoffs, frequency_order
 from .model import CharRNN
-from .optim import clip_grad_norm, clip_grad_value, make_optimizer, learning_rate
+from .optim import clip_grad_norm, clip_grad_value, hyperparameters, make_optimizer, learning_rate
 from .parallel import SplitBatch
 from .sample import generate
 
@@ -147,12 +147,9 @@ def initial_model(cfg: Config, train_ids: np.ndarray, vocab_size: int, counts: n
 
 
 def _optimizer_args(t) -> dict:
-    return {
-        "sgd": dict(momentum=t.momentum, weight_decay=t.weight_decay),
-        "adagrad": dict(eps=t.eps, weight_decay=t.weight_decay),
-        "rmsprop": dict(alpha=t.alpha, eps=t.eps, weight_decay=t.weight_decay),
-        "adam": dict(beta1=t.beta1, beta2=t.beta2, eps=t.eps, weight_decay=t.weight_decay),
-    }[t.optimizer]
+    """The train section's values of the hyperparameters the chosen optimizer takes (each is
+    a train key of the same name)."""
+    return {name: getattr(t, name) for name in hyperparameters(t.optimizer)}
 
 
 def memory_estimate(model: CharRNN, optimizer_bytes: int, batch_size: int, seq_len: int) -> int:

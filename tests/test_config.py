@@ -419,3 +419,30 @@ def test_the_readme_lists_every_key_with_its_default_and_range(repo_root):
         assert (float(value) == f.default if isinstance(f.default, float) else value == f.default), key
         expected = _allowed(f)
         assert allowed == expected if expected else allowed, key
+
+
+def test_the_names_a_config_offers_are_the_ones_that_get_built():
+    import numpy as np
+
+    from charrnn import names
+    from charrnn.cells import CELLS, make_cell
+    from charrnn.config import load_config
+    from charrnn.optim import OPTIMIZERS, SCHEDULES, learning_rate, make_optimizer
+    from charrnn.train import _optimizer_args
+
+    assert tuple(CELLS) == names.CELLS and tuple(OPTIMIZERS) == names.OPTIMIZERS
+    assert SCHEDULES == names.SCHEDULES
+    for kind in names.CELLS:
+        cfg = load_config(None, [f"model.cell={kind}"])
+        assert isinstance(make_cell(cfg.model.cell, 3, 4), CELLS[kind])
+    for name in names.OPTIMIZERS:
+        cfg = load_config(None, [f"train.optimizer={name}"])
+        params = {"w": np.zeros(2)}
+        assert isinstance(make_optimizer(name, params, **_optimizer_args(cfg.train)), OPTIMIZERS[name])
+    for schedule in names.SCHEDULES:
+        cfg = load_config(None, [f"train.schedule={schedule}", "train.max_steps=10"])
+        assert learning_rate(3, 1e-3, cfg.train.schedule, total_steps=10) > 0
+    for field, offered in (("model.cell", names.CELLS), ("train.optimizer", names.OPTIMIZERS),
+                           ("train.schedule", names.SCHEDULES), ("model.head", names.HEADS)):
+        with pytest.raises(Exception, match=", ".join(offered[:2])):
+            load_config(None, [f"{field}=nonsense"])
