@@ -52,6 +52,7 @@ MODEL, CELLS, FUNC = "charrnn/model.py", "charrnn/cells.py", "charrnn/functional
 OPTIM, CORPUS, TRAIN = "charrnn/optim.py", "charrnn/corpus.py", "charrnn/train.py"
 SAMPLE, POETRY, CKPT = "charrnn/sample.py", "charrnn/poetry.py", "charrnn/checkpoint.py"
 EVAL, ADAPT, CONS = "charrnn/evaluate.py", "charrnn/adaptive.py", "charrnn/constraints.py"
+ATOMIC, ENCODED, READING = "charrnn/atomic.py", "charrnn/encoded.py", "charrnn/reading.py"
 
 MUTANTS = [
     # -- the five named in the issue ---------------------------------------------------------
@@ -174,6 +175,17 @@ MUTANTS = [
       "checkpoints written with a format number no reader accepts", "tests/test_checkpoint.py"),
     m("M46", ADAPT, "self.rank[self.order] = np.arange(vocab_size)", "self.rank[:] = np.arange(vocab_size)",
       "the adaptive head ignores its frequency order", "tests/test_adaptive.py"),
+    # -- reading and the encoded-corpus cache --------------------------------------------------
+    m("M51", ENCODED, 'h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "encoding": codec, "max_vocab": max_vocab,',
+      'h = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, "encoding": codec, "max_vocab": None,',
+      "the cache key ignores data.max_vocab", "tests/test_encoded.py"),
+    m("M52", ENCODED, "            if verify and _checksum(ids, part, progress) != want[\"crc32\"]:",
+      "            if False:", "cached ids used without checking their CRC", "tests/test_encoded.py"),
+    m("M53", READING, "        joined = bool(held)\n", "        joined = False\n",
+      "a CRLF split between two chunks stays CR LF", "tests/test_encoded.py", "tests/test_corpus.py"),
+    m("M54", ATOMIC, "        _remove_quietly(temporary)\n        if isinstance(exc, OSError):",
+      "        if isinstance(exc, OSError):", "a failed write leaves its temporary file behind",
+      "tests/test_checkpoint.py", "tests/test_robustness.py"),
     # -- equivalent or unobservable: listed with the reason, not run ---------------------------
     m("M47", CELLS, "    if Wx.shape[0] <= T * B:", "    if Wx.shape[0] < T * B:",
       "input projection switches to gather-then-scale one row later", equivalent=(
@@ -184,7 +196,7 @@ MUTANTS = [
     m("M49", OPTIM, "_BLOCK = 1 << 16", "_BLOCK = 1 << 10",
       "optimizer updates in blocks of 1,024 elements", equivalent=(
           "the update is elementwise: any blocking gives the same bits")),
-    m("M50", CKPT, "            os.fsync(fh.fileno())", "            pass",
+    m("M50", ATOMIC, "            os.fsync(fh.fileno())", "            pass",
       "checkpoint data not flushed to disk before the rename", equivalent=(
           "unobservable without cutting the power: the page cache serves every read the same")),
 ]
