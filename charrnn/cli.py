@@ -368,16 +368,6 @@ def prepare_tang(raw_dir, out_dir, val_fraction, seed, tables_dir):
                + ", ".join(f"{key} {counts[key]:,}" for key in ("wujue", "qijue", "wulv", "qilv")))
 
 
-def _read_poems(path: str) -> list[str]:
-    """Poems from a file: one per line, or blocks separated by blank lines."""
-    from .reading import read_text
-
-    text = read_text(path)
-    if "\n\n" in text.strip():
-        return ["".join(block.split()) for block in text.split("\n\n") if block.strip()]
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--form", "-f", required=True, metavar="FORM",
@@ -413,7 +403,7 @@ def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p
     import time
 
     from .checkpoint import load_model
-    from .poetry import compose_scored, corpus_lines
+    from .poetry import compose_scored, corpus_lines, couplets, read_poems
 
     began = time.perf_counter()
     model, vocab, meta, _ = load_model(checkpoint)
@@ -424,7 +414,7 @@ def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p
             corpus_path = paths if isinstance(paths, str) else None
         if corpus_path is None:
             raise click.UsageError("--no-copy needs --corpus FILE (the checkpoint names no single corpus)")
-        forbid = corpus_lines(_read_poems(corpus_path))
+        forbid = corpus_lines(read_poems(corpus_path))
     written = compose_scored(model, vocab, form, np.random.default_rng(seed), num=num,
                              temperature=temperature, top_k=top_k, top_p=top_p, acrostic=acrostic,
                              start=start, tones=tones or strict, template=template,
@@ -432,8 +422,7 @@ def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p
                              repeat_penalty=repeat_penalty, best_of=best_of, forbid_corpus_lines=forbid)
     for text in written.poems:
         if pretty:
-            couplets = [c + "。" for c in text.split("。") if c]
-            click.echo("\n".join(couplets) + "\n")
+            click.echo("\n".join(couplets(text)) + "\n")
         else:
             click.echo(text)
     if stats:
@@ -462,13 +451,13 @@ def poem_metrics(file, corpus_path, as_json):
     """Form, tone templates, rhyme (平水韵 and 十三辙), repeats, copied and distinct lines of poems (one per line)."""
     import json
 
-    from .poetry import FORMS, corpus_lines
+    from .poetry import FORMS, corpus_lines, read_poems
     from .scansion import poem_metrics as measure
 
-    poems = _read_poems(file)
+    poems = read_poems(file)
     if not poems:
         raise CharRNNError(f"{file}: no poems in it")
-    lines = corpus_lines(_read_poems(corpus_path)) if corpus_path else None
+    lines = corpus_lines(read_poems(corpus_path)) if corpus_path else None
     m = measure(poems, lines)
     if as_json:
         click.echo(json.dumps(m, ensure_ascii=False, indent=2))

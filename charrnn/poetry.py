@@ -343,3 +343,19 @@ def _unbanned(completions: dict[str, np.ndarray], prefix: np.ndarray, tokens: li
         if banned is not None:
             unbanned[b, banned] = False
     return unbanned
+
+
+def read_poems(path: str) -> list[str]:
+    """Poems from a file: one per line, or blocks separated by blank lines (each block one poem,
+    its line breaks and spaces removed)."""
+    from charrnn.reading import read_text
+
+    text = read_text(path)
+    if "\n\n" in text.strip():
+        return ["".join(block.split()) for block in text.split("\n\n") if block.strip()]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def couplets(poem: str) -> list[str]:
+    """A poem cut after each 。: its couplets, for printing one per line."""
+    return [c + PERIOD for c in poem.split(PERIOD) if c]
