@@ -18,7 +18,7 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     return 0.0 if scale == 0 else float(np.linalg.norm(a - b) / scale)
 
 
-def _numeric_grad(loss_fn, array: np.ndarray, eps: float) -> np.ndarray:
+def numeric_grad(loss_fn, array: np.ndarray, eps: float) -> np.ndarray:
     """Central differences of loss_fn() with respect to every entry of `array` (perturbed in place)."""
     grad = np.zeros_like(array)
     flat, gflat = array.reshape(-1), grad.reshape(-1)
@@ -49,10 +49,10 @@ def check_model(model: CharRNN, x: np.ndarray, y: np.ndarray, state: list,
     _, grads, dstate0, _ = model.forward_backward(x, y, state, rng())
     errors = {}
     for key, value in model.params.items():
-        errors[key] = relative_error(grads[key], _numeric_grad(loss_fn, value, eps))
+        errors[key] = relative_error(grads[key], numeric_grad(loss_fn, value, eps))
     for layer, (cell, arrays) in enumerate(zip(model.cells, state)):
         for name, array, analytic in zip(cell.state_names, arrays, dstate0[layer]):
-            errors[f"state.{layer}.{name}"] = relative_error(analytic, _numeric_grad(loss_fn, array, eps))
+            errors[f"state.{layer}.{name}"] = relative_error(analytic, numeric_grad(loss_fn, array, eps))
     return errors
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from charrnn import reference
 from charrnn.cells import make_cell
+from charrnn.gradcheck import numeric_grad, relative_error
 
 # (cell, options): every cell and every option of one
 CASES = [("lstm", {}), ("lstm", {"peephole": True}), ("gru", {}), ("rnn", {}),
@@ -54,10 +55,6 @@ def test_fast_cells_equal_the_reference_forward_and_every_gradient(kind, options
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12)
 
 
-def _relative_error(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300)
-
-
 @pytest.mark.parametrize("kind, options", CASES, ids=IDS)
 def test_the_reference_passes_a_float64_gradient_check(kind, options):
     # loss = sum(dhs * hs) + sum(dstate * final state): its gradient w.r.t. hs is dhs.
@@ -71,23 +68,14 @@ def test_the_reference_passes_a_float64_gradient_check(kind, options):
     _, _, caches = reference.forward(kind, p, x, state, **opts)
     dx, dstate0, grads = reference.backward(kind, dhs, dstate, caches)
 
-    def numeric(array, f, eps=1e-6):
-        out = np.zeros_like(array)
-        for index in np.ndindex(array.shape):
-            keep = array[index]
-            array[index] = keep + eps
-            up = f()
-            array[index] = keep - eps
-            down = f()
-            array[index] = keep
-            out[index] = (up - down) / (2 * eps)
-        return out
+    def numeric(array, f):
+        return numeric_grad(f, array, eps=1e-6)
 
     for name in p:
         want = numeric(p[name], lambda: loss(p, x, state))
-        assert _relative_error(grads[name], want) < 1e-7, name
-    assert _relative_error(dx, numeric(x, lambda: loss(p, x, state))) < 1e-7
+        assert relative_error(grads[name], want) < 1e-7, name
+    assert relative_error(dx, numeric(x, lambda: loss(p, x, state))) < 1e-7
     states = [s.copy() for s in state]
     for k, s in enumerate(states):
         want = numeric(s, lambda: loss(p, x, tuple(states)))
-        assert _relative_error(dstate0[k], want) < 1e-7
+        assert relative_error(dstate0[k], want) < 1e-7
