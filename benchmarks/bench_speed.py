@@ -115,14 +115,14 @@ def _adaptive_cutoffs(V):
 def _numpy_model(cfg):
     import numpy as np
 
-    from charrnn.model import CharRNN
+    from charrnn.model import CharRNN, ModelSpec
 
     cell, V, H, L, B, T, head = _unpack(cfg)
     rng = np.random.default_rng(0)
     extra = {}
     if head == "adaptive":
         extra = dict(head="adaptive", head_cutoffs=_adaptive_cutoffs(V), head_order=list(range(V)))
-    model = CharRNN(V, H, L, cell=cell, **extra)
+    model = CharRNN(ModelSpec(V, H, L, cell=cell, **extra))
     model.init_params(rng)
     x = rng.integers(0, V, size=(B, T))
     counts = _zipf_counts(V)

@@ -44,7 +44,7 @@ from charrnn.corpus import BatchStream, Vocab, eval_batches, split
 from charrnn.reading import read_text
 from charrnn.errors import CharRNNError
 from charrnn.optim import learning_rate
-from charrnn.train import initial_model
+from charrnn.start import initial_model
 
 _PILOT_STEPS = 30  # steps timed to set the automatic cosine horizon (after 5 warm-up steps)
 

@@ -19,7 +19,10 @@ from typing import BinaryIO
 import numpy as np
 
 from charrnn.atomic import replace_file
+from charrnn.config import ModelConfig
+from charrnn.corpus import Vocab
 from charrnn.errors import CharRNNError, UsageError
+from charrnn.model import CharRNN, ModelSpec
 
 __all__ = ["FORMAT_VERSION", "load_checkpoint", "load_model", "model_from_checkpoint",
            "save_checkpoint"]
@@ -167,12 +170,10 @@ def _reason(exc: BaseException) -> str:
 
 def _model_description(meta: dict, path: str) -> dict:
     """The checkpoint's model description (CharRNN's arguments), held to the config's rules."""
-    from charrnn.config import ModelConfig
-
     description = meta.get("model")
     if not isinstance(description, dict):
         raise CharRNNError(f"{path}: the checkpoint has no model description; is it a charrnn checkpoint?")
-    settings = {k: v for k, v in description.items() if k not in ("vocab_size", "dtype", "head_order")}
+    settings = {k: v for k, v in description.items() if k not in ModelSpec.NOT_IN_CONFIG}
     try:
         ModelConfig(**settings)
     except (TypeError, UsageError) as exc:  # TypeError: an entry the model section does not have
@@ -191,12 +192,9 @@ def model_from_checkpoint(arrays: dict[str, np.ndarray], meta: dict, path: str):
     Returns (CharRNN with params set, Vocab). Raises CharRNNError naming `path` and the
     offending entry when the description, vocabulary or an array does not fit.
     """
-    from charrnn.corpus import Vocab
-    from charrnn.model import CharRNN
-
     description = _model_description(meta, path)
     try:
-        model = CharRNN(**description)
+        model = CharRNN(ModelSpec(**description))
     except (TypeError, ValueError, IndexError) as exc:
         raise CharRNNError(f"{path}: invalid model description ({exc})") from None
     try:

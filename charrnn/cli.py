@@ -7,6 +7,7 @@ runtime error (a file, a checkpoint, the data), 128 + N when signal N stopped tr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -136,18 +137,23 @@ def cli():
 def train(config_path, overrides, out_dir, resume, init_from, overwrite, progress):
     """Train a model; writes config.yaml, metrics.jsonl, last.npz, best.npz and samples.txt."""
     from .config import load_config
-    from .train import train as run_training
+    from .train import resume as resume_training, train as run_training
 
-    if not config_path and not resume:
-        raise click.UsageError("--config FILE is required (or --resume CHECKPOINT)")
-    cfg = None if resume else load_config(config_path, overrides)
+    if resume and init_from:
+        raise click.UsageError("--resume and --init-from exclude each other: --resume continues a run, "
+                               "--init-from starts a new one from its weights")
     if resume and config_path:
         raise click.UsageError("--resume takes the config stored in the checkpoint; "
                                "change keys with --set instead of --config")
+    if not config_path and not resume:
+        raise click.UsageError("--config FILE is required (or --resume CHECKPOINT)")
     show = sys.stderr.isatty() if progress is None else progress
-    outcome = run_training(cfg, out_dir=out_dir, resume=resume, init_from=init_from,
-                           overrides=overrides, overwrite=overwrite, show_progress=show,
-                           say=lambda msg: click.echo(msg, err=True))
+    common = dict(out_dir=out_dir, overwrite=overwrite, show_progress=show,
+                  say=lambda msg: click.echo(msg, err=True))
+    if resume:
+        outcome = resume_training(resume, overrides=overrides, **common)
+    else:
+        outcome = run_training(load_config(config_path, overrides), init_from=init_from, **common)
     if outcome.signal is not None:
         return 128 + outcome.signal
     click.echo(f"best val loss {outcome.progress.best_val:.4f} nats "
@@ -274,7 +280,7 @@ def info(checkpoint):
     from .config import config_text
 
     model, vocab, meta, _ = load_model(checkpoint)
-    m = model.config()
+    m = dataclasses.asdict(model.spec)
     progress = meta.get("progress") if isinstance(meta.get("progress"), dict) else {}
     best = progress.get("best_val", math.inf)
     elapsed = progress.get("elapsed")

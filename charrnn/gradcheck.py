@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model import CharRNN
+from .model import CharRNN, ModelSpec
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
@@ -66,8 +66,8 @@ def random_problem(cell: str = "lstm", layers: int = 2, steps: int = 4, batch: i
     if adaptive:
         model_args.update(head="adaptive", head_cutoffs=[vocab // 3, 2 * vocab // 3], head_div=2.0,
                           head_order=rng.permutation(vocab).tolist())
-    model = CharRNN(vocab, hidden, layers, cell=cell, embedding_size=embedding,
-                    dtype=np.float64, **model_args)
+    model = CharRNN(ModelSpec(vocab, hidden, layers, cell=cell, embedding_size=embedding,
+                    dtype=np.float64, **model_args))
     model.init_params(rng)
     # Random biases too: zero (or constant) biases would hide errors in their gradients.
     for key in model.params:

@@ -12,11 +12,52 @@ Internally everything is time-major (T, B, ...): each timestep's slice is then c
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import numpy as np
 
 from .adaptive import AdaptiveHead
 from .cells import make_cell
 from .functional import scatter_add_rows, softmax_cross_entropy_
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What fixes a CharRNN's architecture: the config's model section (the same keys, the
+    same defaults), plus what the corpus and train.dtype decide. A checkpoint stores it as
+    meta["model"] (dataclasses.asdict) and rebuilds the model with ModelSpec(**meta["model"]).
+
+    head_cutoffs is resolved here (never None for head "adaptive"), and head_order lists the
+    ids by rank, most frequent first.
+    """
+
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    cell: str = "lstm"
+    embedding_size: int = 0
+    dropout: float = 0.0
+    peephole: bool = False
+    nonlinearity: str = "tanh"
+    head: str = "full"
+    head_cutoffs: list[int] | None = None
+    head_div: float = 4.0
+    head_order: list[int] | None = None
+    dtype: str = "float32"
+
+    # The entries the corpus and train.dtype decide rather than the model section.
+    NOT_IN_CONFIG: ClassVar[tuple[str, ...]] = ("vocab_size", "head_order", "dtype")
+
+    def __post_init__(self) -> None:
+        # Plain JSON types whatever the caller passed (np.float64, arrays of ids), so that a
+        # spec equals the one rebuilt from its checkpoint.
+        fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        fix("dtype", np.dtype(self.dtype).name)
+        fix("head_div", float(self.head_div))
+        for name in ("head_cutoffs", "head_order"):
+            if getattr(self, name) is not None:
+                fix(name, [int(v) for v in getattr(self, name)])
 
 
 class CharRNN:
@@ -32,49 +73,25 @@ class CharRNN:
 
     With head "adaptive", head_cutoffs, head_div and head_order (rank -> id, most frequent
     first) define the clusters; the loss is the same exact NLL of a normalised distribution.
+    The sizes most used below are copied out of `spec` as attributes.
     """
 
-    def __init__(self, vocab_size: int, hidden_size: int = 128, num_layers: int = 1,
-                 cell: str = "lstm", embedding_size: int = 0, dropout: float = 0.0,
-                 peephole: bool = False, nonlinearity: str = "tanh", head: str = "full",
-                 head_cutoffs: list[int] | None = None, head_div: float = 4.0,
-                 head_order: list[int] | None = None, dtype=np.float32):
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.cell_type = cell
-        self.embedding_size = embedding_size
-        self.dropout = dropout
-        self.peephole = peephole
-        self.nonlinearity = nonlinearity
-        self.dtype = np.dtype(dtype)
-        input_size = embedding_size or vocab_size
-        self.cells = []
-        for layer in range(num_layers):
-            self.cells.append(make_cell(cell, input_size if layer == 0 else hidden_size, hidden_size,
-                                        peephole=peephole, nonlinearity=nonlinearity))
-        if head not in ("full", "adaptive"):
-            raise ValueError(f"unknown head {head!r}")
-        self.head = head
-        self.head_cutoffs = list(head_cutoffs) if head_cutoffs is not None else None
-        self.head_div = float(head_div)
-        self.head_order = list(head_order) if head_order is not None else None
-        self.adaptive = (AdaptiveHead(hidden_size, vocab_size, self.head_cutoffs, self.head_div,
-                                      self.head_order) if head == "adaptive" else None)
+    def __init__(self, spec: ModelSpec):
+        if spec.head not in ("full", "adaptive"):
+            raise ValueError(f"unknown head {spec.head!r}")
+        self.spec = spec
+        self.vocab_size, self.hidden_size, self.num_layers = spec.vocab_size, spec.hidden_size, spec.num_layers
+        self.embedding_size, self.dropout = spec.embedding_size, spec.dropout
+        self.dtype = np.dtype(spec.dtype)
+        input_size = spec.embedding_size or spec.vocab_size
+        self.cells = [make_cell(spec.cell, input_size if layer == 0 else spec.hidden_size, spec.hidden_size,
+                                peephole=spec.peephole, nonlinearity=spec.nonlinearity)
+                      for layer in range(spec.num_layers)]
+        self.adaptive = (AdaptiveHead(spec.hidden_size, spec.vocab_size, spec.head_cutoffs, spec.head_div,
+                                      spec.head_order) if spec.head == "adaptive" else None)
         self.params: dict[str, np.ndarray] = {}
 
     # -- construction -------------------------------------------------------------------
-
-    def config(self) -> dict:
-        """The constructor arguments, as plain JSON types (stored in checkpoints)."""
-        return {
-            "vocab_size": self.vocab_size, "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers, "cell": self.cell_type,
-            "embedding_size": self.embedding_size, "dropout": self.dropout,
-            "peephole": self.peephole, "nonlinearity": self.nonlinearity,
-            "head": self.head, "head_cutoffs": self.head_cutoffs, "head_div": self.head_div,
-            "head_order": self.head_order, "dtype": self.dtype.name,
-        }
 
     def init_params(self, rng: np.random.Generator) -> dict:
         """Fill self.params with a fresh initialisation drawn from rng and return it."""
@@ -117,11 +134,8 @@ class CharRNN:
 
     def param_shapes(self) -> dict:
         """Expected shape of every parameter, to validate a loaded checkpoint."""
-        shapes = {}
-        probe = np.random.default_rng(0)
-        for layer, cell in enumerate(self.cells):
-            for name, value in cell.init_params(probe, np.float32).items():
-                shapes[f"layers.{layer}.{name}"] = value.shape
+        shapes = {f"layers.{layer}.{name}": shape
+                  for layer, cell in enumerate(self.cells) for name, shape in cell.shapes().items()}
         if self.embedding_size:
             shapes["embed.W"] = (self.vocab_size, self.embedding_size)
         if self.adaptive:

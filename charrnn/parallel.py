@@ -24,6 +24,7 @@ with a warning: a lost worker never loses a run.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -38,7 +39,7 @@ from typing import Callable
 
 import numpy as np
 
-from .model import CharRNN
+from .model import CharRNN, ModelSpec
 
 # Blocks whose arrays outlived close() (their close() raised BufferError): kept open here, so
 # that garbage collection does not retry the close and print the error; the memory is unlinked.
@@ -117,7 +118,7 @@ def _worker(conn, model_config: dict, layout: list, params_name: str, grads_name
     blocks = []
     try:
         blocks = [shared_memory.SharedMemory(name=name) for name in (params_name, grads_name)]
-        _serve(conn, CharRNN(**model_config), layout, *blocks)
+        _serve(conn, CharRNN(ModelSpec(**model_config)), layout, *blocks)
     except Exception as exc:
         try:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -217,7 +218,7 @@ class SplitBatch:
                 ours, theirs = context.Pipe()
                 process = context.Process(
                     target=_worker, daemon=True, name="charrnn-train-worker",
-                    args=(theirs, model.config(), self._layout, params_shm.name, grads_shm.name))
+                    args=(theirs, dataclasses.asdict(model.spec), self._layout, params_shm.name, grads_shm.name))
                 process.start()
                 theirs.close()
                 self._workers.append((process, ours, _views(grads_shm, self._layout, model.dtype)))

@@ -1,6 +1,7 @@
 """The adaptive softmax head: exact and normalised, its gradients, its bias start, its place in
 every command, and (with PyTorch installed) the same numbers as nn.AdaptiveLogSoftmaxWithLoss."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import yaml
 from charrnn.adaptive import AdaptiveHead, default_cutoffs, frequency_order, projection_sizes
 from charrnn.checkpoint import load_model
 from charrnn.gradcheck import check_model, relative_error
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, ModelSpec
 
 from runs import invoke, records
 
@@ -19,8 +20,8 @@ COUNTS = np.array([50, 3, 40, 1, 0, 30, 2, 9, 7, 20, 1, 5, 6, 4, 2, 10, 1, 1, 8,
 
 
 def adaptive_model(cutoffs=(5, 12), div=2.0, embedding=4, dtype=np.float64, layers=1, seed=0, **kw):
-    model = CharRNN(V, H, layers, embedding_size=embedding, head="adaptive", head_cutoffs=list(cutoffs),
-                    head_div=div, head_order=frequency_order(COUNTS), dtype=dtype, **kw)
+    model = CharRNN(ModelSpec(V, H, layers, embedding_size=embedding, head="adaptive", head_cutoffs=list(cutoffs),
+                    head_div=div, head_order=frequency_order(COUNTS), dtype=dtype, **kw))
     rng = np.random.default_rng(seed)
     model.init_params(rng)
     for key in model.params:  # nonzero biases, so that their gradients are exercised
@@ -59,7 +60,7 @@ def test_every_gradient_matches_finite_differences(layers, dropout, embedding):
     model = adaptive_model(embedding=embedding, layers=layers, dropout=dropout)
     rng = np.random.default_rng(2)
     # targets in the shortlist and in both clusters
-    order = np.array(model.head_order)
+    order = np.array(model.spec.head_order)
     y = order[np.array([[0, 6, 14, 2, 20], [13, 1, 7, 22, 3]])]
     x = rng.integers(0, V, size=(2, 5))
     state = [tuple(rng.normal(0, 0.5, size=a.shape) for a in layer) for layer in model.init_state(2)]
@@ -79,7 +80,7 @@ def test_the_gradient_check_sees_a_broken_tail_gradient(monkeypatch):
             grads["head.tail.1.P"] = grads["head.tail.1.P"] * 1.01
         return nll, grads, dh
     monkeypatch.setattr(model.adaptive, "loss", broken)
-    order = np.array(model.head_order)
+    order = np.array(model.spec.head_order)
     errors = check_model(model, np.zeros((1, 3), dtype=int), order[[[15, 16, 2]]][0][None], model.init_state(1))
     assert errors["head.tail.1.P"] > 1e-3 and errors["head.W"] < 1e-6
 
@@ -122,7 +123,7 @@ def test_the_same_log_probabilities_as_pytorch():
     ours = model.adaptive.log_probs(p, h)
     with torch.no_grad():
         theirs = asm.log_prob(torch.from_numpy(h)).numpy()  # columns by rank
-    order = np.array(model.head_order)
+    order = np.array(model.spec.head_order)
     np.testing.assert_allclose(ours[:, order], theirs, rtol=0, atol=1e-9)
     ids = np.random.default_rng(5).integers(0, V, size=7)
     ours_loss = model.adaptive.loss(p, h.copy(), ids)[0].mean()
@@ -156,7 +157,7 @@ def adaptive_run(tmp_path_factory, repo_root):
 def test_train_eval_info_sample_and_poem_with_the_adaptive_head(adaptive_run):
     ckpt = adaptive_run / "run" / "last.npz"
     model, vocab, meta, _ = load_model(ckpt)
-    assert meta["format_version"] == 2 and model.head == "adaptive" and len(model.head_cutoffs) == 3
+    assert meta["format_version"] == 2 and model.spec.head == "adaptive" and len(model.spec.head_cutoffs) == 3
     first = records(adaptive_run / "run", "train")[0]
     assert first["loss"] < np.log(len(vocab))  # the unigram start: below a uniform guess
     info = invoke("info", ckpt).output
@@ -194,15 +195,15 @@ def test_a_format_1_checkpoint_loads_as_the_full_head_model_it_was(tmp_path):
     from charrnn.corpus import Vocab
 
     vocab = Vocab.build("abcdefg\n")
-    model = CharRNN(len(vocab), 6, 1, embedding_size=3)
+    model = CharRNN(ModelSpec(len(vocab), 6, 1, embedding_size=3))
     model.init_params(np.random.default_rng(0))
-    description = {k: v for k, v in model.config().items() if not k.startswith("head")}
+    description = {k: v for k, v in dataclasses.asdict(model.spec).items() if not k.startswith("head")}
     meta = {"format_version": 1, "charrnn_version": "0.1.0", "model": description,
             "vocab": vocab.to_json()}
     path = tmp_path / "old.npz"
     np.savez(path, meta=np.array(json.dumps(meta)), **model.params)
     loaded, loaded_vocab, meta_read, _ = load_model(path)
-    assert meta_read["format_version"] == 1 and loaded.head == "full" and loaded_vocab == vocab
+    assert meta_read["format_version"] == 1 and loaded.spec.head == "full" and loaded_vocab == vocab
     ids = np.array([0, 3])
     np.testing.assert_array_equal(loaded.step(ids, loaded.init_state(2))[0],
                                   model.step(ids, model.init_state(2))[0])

@@ -192,11 +192,11 @@ def test_overwrite_removes_the_old_runs_files_before_training(tmp_path, corpus, 
         (out / name).write_text("old run", encoding="utf-8")
     seen = {}
 
-    def crash(run, stream, val_ids, run_dir, *rest):  # stands in for a run that dies at once
-        seen["files"] = sorted(p.name for p in run_dir.iterdir())
+    def crash(loop):  # stands in for a run that dies at once
+        seen["files"] = sorted(p.name for p in loop.run_dir.iterdir())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("charrnn.train._loop", crash)
+    monkeypatch.setattr("charrnn.train._Loop.run_until_stopped", crash)
     config = write_config(tmp_path, corpus)
     CliRunner().invoke(cli, ["train", "--config", str(config), "--out", str(out), "--overwrite"])
     assert seen["files"] == ["config.yaml"]

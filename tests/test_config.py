@@ -422,13 +422,15 @@ def test_the_readme_lists_every_key_with_its_default_and_range(repo_root):
 
 
 def test_the_names_a_config_offers_are_the_ones_that_get_built():
+    import types
+
     import numpy as np
 
     from charrnn import names
     from charrnn.cells import CELLS, make_cell
     from charrnn.config import load_config
-    from charrnn.optim import OPTIMIZERS, SCHEDULES, learning_rate, make_optimizer
-    from charrnn.train import _optimizer_args
+    from charrnn.optim import OPTIMIZERS, SCHEDULES, learning_rate
+    from charrnn.start import optimizer_for
 
     assert tuple(CELLS) == names.CELLS and tuple(OPTIMIZERS) == names.OPTIMIZERS
     assert SCHEDULES == names.SCHEDULES
@@ -437,8 +439,8 @@ def test_the_names_a_config_offers_are_the_ones_that_get_built():
         assert isinstance(make_cell(cfg.model.cell, 3, 4), CELLS[kind])
     for name in names.OPTIMIZERS:
         cfg = load_config(None, [f"train.optimizer={name}"])
-        params = {"w": np.zeros(2)}
-        assert isinstance(make_optimizer(name, params, **_optimizer_args(cfg.train)), OPTIMIZERS[name])
+        model = types.SimpleNamespace(params={"w": np.zeros(2)})
+        assert isinstance(optimizer_for(cfg, model), OPTIMIZERS[name])
     for schedule in names.SCHEDULES:
         cfg = load_config(None, [f"train.schedule={schedule}", "train.max_steps=10"])
         assert learning_rate(3, 1e-3, cfg.train.schedule, total_steps=10) > 0

@@ -6,7 +6,7 @@ import pytest
 from charrnn.corpus import BatchStream, Vocab
 from charrnn.reading import read_text
 from charrnn.evaluate import evaluate
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, ModelSpec
 from charrnn.optim import Adam, clip_grad_norm
 
 
@@ -15,7 +15,7 @@ from charrnn.optim import Adam, clip_grad_norm
 def test_initial_loss_is_close_to_log_vocab(cell, embedding):
     rng = np.random.default_rng(0)
     V = 65
-    model = CharRNN(V, 64, 2, cell=cell, embedding_size=embedding)
+    model = CharRNN(ModelSpec(V, 64, 2, cell=cell, embedding_size=embedding))
     model.init_params(rng)
     x = rng.integers(0, V, size=(16, 32))
     y = rng.integers(0, V, size=(16, 32))
@@ -25,7 +25,7 @@ def test_initial_loss_is_close_to_log_vocab(cell, embedding):
 
 def test_state_is_not_modified_and_window_split_matches_one_window():
     rng = np.random.default_rng(1)
-    model = CharRNN(11, 8, 2, cell="lstm", dtype=np.float64)
+    model = CharRNN(ModelSpec(11, 8, 2, cell="lstm", dtype=np.float64))
     model.init_params(rng)
     x = rng.integers(0, 11, size=(3, 10))
     y = rng.integers(0, 11, size=(3, 10))
@@ -45,7 +45,7 @@ def test_state_is_not_modified_and_window_split_matches_one_window():
 
 def test_nll_and_step_agree_with_training_loss():
     rng = np.random.default_rng(2)
-    model = CharRNN(9, 6, 2, cell="gru", embedding_size=5, dtype=np.float64)
+    model = CharRNN(ModelSpec(9, 6, 2, cell="gru", embedding_size=5, dtype=np.float64))
     model.init_params(rng)
     model.params["head.b"][:] = rng.normal(size=9)  # zero at init, which would hide a lost bias
     x = rng.integers(0, 9, size=(2, 7))
@@ -64,7 +64,7 @@ def test_nll_and_step_agree_with_training_loss():
 
 def test_dropout_only_when_an_rng_is_given():
     rng = np.random.default_rng(3)
-    model = CharRNN(7, 8, 2, cell="lstm", dropout=0.5)
+    model = CharRNN(ModelSpec(7, 8, 2, cell="lstm", dropout=0.5))
     model.init_params(rng)
     x = rng.integers(0, 7, size=(2, 5))
     state = model.init_state(2)
@@ -81,7 +81,7 @@ def test_learns_tinyshakespeare(cell, target, repo_root):
     text = read_text(repo_root / "corpora" / "tinyshakespeare.txt")[:100_000]
     vocab = Vocab.build(text)
     stream = BatchStream(vocab.encode(text), batch_size=32, seq_len=64)
-    model = CharRNN(len(vocab), 128, 1, cell=cell)
+    model = CharRNN(ModelSpec(len(vocab), 128, 1, cell=cell))
     params = model.init_params(np.random.default_rng(0))
     optimizer = Adam(params)
     state = model.init_state(32)
@@ -99,15 +99,14 @@ def test_learns_tinyshakespeare(cell, target, repo_root):
 
 
 def _clone_without_dropout(model: CharRNN) -> CharRNN:
-    twin = CharRNN(model.vocab_size, model.hidden_size, model.num_layers, cell=model.cell_type,
-                   embedding_size=model.embedding_size, dtype=model.dtype)
+    twin = CharRNN(model.spec)
     twin.params = {name: value.copy() for name, value in model.params.items()}
     return twin
 
 
 def test_evaluation_never_applies_dropout():
     rng = np.random.default_rng(4)
-    model = CharRNN(7, 8, 2, cell="lstm", embedding_size=4, dropout=0.5, dtype=np.float64)
+    model = CharRNN(ModelSpec(7, 8, 2, cell="lstm", embedding_size=4, dropout=0.5, dtype=np.float64))
     model.init_params(rng)
     x = rng.integers(0, 7, size=(3, 6))
     y = rng.integers(0, 7, size=(3, 6))
@@ -125,7 +124,7 @@ def test_dropout_scales_kept_units_by_one_over_the_keep_probability(layers):
     # same network with the weights reading those outputs (the next layer's Wx, the head's W)
     # doubled and no dropout.
     rng = np.random.default_rng(5)
-    model = CharRNN(7, 8, layers, cell="gru", dropout=0.5, dtype=np.float64)
+    model = CharRNN(ModelSpec(7, 8, layers, cell="gru", dropout=0.5, dtype=np.float64))
     model.init_params(rng)
     x = rng.integers(0, 7, size=(3, 6))
     y = rng.integers(0, 7, size=(3, 6))
@@ -158,7 +157,7 @@ def _reference_mean_nll(model: CharRNN, ids: np.ndarray, rows: int) -> float:
 @pytest.mark.parametrize("length", [41, 42, 40])  # 40, 41 and 39 pairs in 4 rows of 10
 def test_evaluate_is_the_mean_over_real_characters_only(length):
     rng = np.random.default_rng(6)
-    model = CharRNN(9, 8, 2, cell="lstm", dtype=np.float64)
+    model = CharRNN(ModelSpec(9, 8, 2, cell="lstm", dtype=np.float64))
     model.init_params(rng)
     ids = rng.integers(0, 9, size=length)
     got = evaluate(model, ids, batch_size=4, seq_len=3)
@@ -167,8 +166,33 @@ def test_evaluate_is_the_mean_over_real_characters_only(length):
 
 @pytest.mark.parametrize("dropout", [0.1, 0.3])
 def test_dropout_keeps_each_unit_with_probability_one_minus_p(dropout):
-    model = CharRNN(7, 64, 2, cell="lstm", dropout=dropout)
+    model = CharRNN(ModelSpec(7, 64, 2, cell="lstm", dropout=dropout))
     keep = model.dropout_keep(np.random.default_rng(8), batch_size=32, seq_len=50)
     assert keep.shape == (2, 50, 32, 64) and keep.dtype == bool
     # 204,800 draws: the kept fraction is within 0.005 of 1 - p (more than 4 standard deviations).
     assert abs(keep.mean() - (1 - dropout)) < 0.005
+
+
+def test_the_model_section_and_the_model_spec_are_one_schema():
+    """Every key of the config's model section is a ModelSpec field with the same default, and
+    the spec adds only what the corpus and train.dtype decide."""
+    import dataclasses
+
+    from charrnn.config import ModelConfig
+
+    section = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    spec = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
+    assert set(spec) == set(section) | set(ModelSpec.NOT_IN_CONFIG)
+    for name, default in spec.items():
+        if name in section and default is not dataclasses.MISSING:
+            assert default == section[name], name
+
+
+def test_a_model_spec_survives_its_checkpoint_form():
+    spec = ModelSpec(9, 8, 2, cell="lstm", head="adaptive", head_cutoffs=np.array([3, 6]),
+                     head_order=np.arange(9)[::-1], dtype=np.float64)
+    import json
+    import dataclasses
+
+    again = ModelSpec(**json.loads(json.dumps(dataclasses.asdict(spec))))
+    assert again == spec and again.dtype == "float64" and again.head_cutoffs == [3, 6]

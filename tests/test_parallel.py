@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import cli
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, ModelSpec
 from charrnn.parallel import SplitBatch
 
 import runs
@@ -27,7 +27,7 @@ from runs import invoke, records
 
 
 def small_model(cell="lstm", dropout=0.0, dtype=np.float64, vocab=11):
-    model = CharRNN(vocab, 6, 2, cell=cell, dropout=dropout, dtype=dtype)
+    model = CharRNN(ModelSpec(vocab, 6, 2, cell=cell, dropout=dropout, dtype=dtype))
     model.init_params(np.random.default_rng(0))
     return model
 

@@ -124,10 +124,10 @@ def test_a_second_sigint_wherever_it_lands_ends_130_and_the_previous_checkpoint_
 # right after the first checkpoint and the second at one exact moment of the ending.
 _CHILD = textwrap.dedent("""
     import signal, sys
-    from charrnn import cli, interrupts, train
+    from charrnn import cli, interrupts, run_dir
     first, second, moment = signal.Signals[sys.argv[1]], signal.Signals[sys.argv[2]], sys.argv[3]
     saves = []
-    real_save, real_echo, real_final = train._save, cli.click.echo, interrupts.final_status
+    real_save, real_echo, real_final = run_dir.save, cli.click.echo, interrupts.final_status
 
     def save(path, state):
         if len(saves) == 2 and moment in ("save", "report"):  # the stop's save, before it writes
@@ -156,7 +156,7 @@ _CHILD = textwrap.dedent("""
     if moment == "finalization":
         bomb = SignalWhenDestroyed()
 
-    train._save, cli.click.echo, interrupts.final_status = save, echo, final_status
+    run_dir.save, cli.click.echo, interrupts.final_status = save, echo, final_status
     sys.argv = ["charrnn", *sys.argv[4:]]
     cli.main()
 """)

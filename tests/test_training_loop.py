@@ -11,7 +11,8 @@ from charrnn.config import load_config
 from charrnn.corpus import BatchStream
 from charrnn.encoded import load_corpus
 from charrnn.optim import clip_grad_norm, learning_rate, make_optimizer
-from charrnn.train import initial_model, train
+from charrnn.start import initial_model
+from charrnn.train import train
 
 STEPS = 7  # windows_per_epoch is 3 below: two epoch boundaries
 

@@ -48,7 +48,8 @@ def m(id, path, old, new, what, *tests, equivalent=""):
     return Mutant(id, path, old, new, what, tuple(tests), equivalent)
 
 
-MODEL, CELLS, FUNC = "charrnn/model.py", "charrnn/cells.py", "charrnn/functional.py"
+MODEL, FUNC = "charrnn/model.py", "charrnn/functional.py"
+LSTM, GRU, RNN, CELL = "charrnn/lstm.py", "charrnn/gru.py", "charrnn/rnn.py", "charrnn/cell_base.py"
 OPTIM, CORPUS, TRAIN = "charrnn/optim.py", "charrnn/corpus.py", "charrnn/train.py"
 SAMPLE, POETRY, CKPT = "charrnn/sample.py", "charrnn/poetry.py", "charrnn/checkpoint.py"
 EVAL, ADAPT, CONS = "charrnn/evaluate.py", "charrnn/adaptive.py", "charrnn/constraints.py"
@@ -94,24 +95,24 @@ MUTANTS = [
       "for start, count in zip(starts[counts > 2].tolist(), counts[counts > 2].tolist()):",
       "scatter-add drops the ids that occur exactly twice", "tests/test_gradients.py", "tests/test_cells.py"),
     # -- cells ----------------------------------------------------------------------------------
-    m("M15", CELLS, "p[\"b\"][H : 2 * H] = 1.0", "p[\"b\"][H : 2 * H] = 0.0",
+    m("M15", LSTM, "p[\"b\"][H : 2 * H] = 1.0", "p[\"b\"][H : 2 * H] = 0.0",
       "LSTM forget-gate bias starts at 0 instead of 1", "tests/test_cells.py", "tests/test_model.py"),
-    m("M16", CELLS, "        np.multiply(peep[1], c, out=tmp)", "        np.multiply(peep[1], c_prev, out=tmp)",
+    m("M16", LSTM, "        np.multiply(peep[1], c, out=tmp)", "        np.multiply(peep[1], c_prev, out=tmp)",
       "output peephole reads the previous cell instead of the new one", "tests/test_cells.py",
       "tests/test_gradients.py"),
-    m("M17", CELLS, "    out = np.take(Wx, x, axis=0)  # large vocabulary: gather first, then scale only those rows\n    out += b\n",
+    m("M17", CELL, "    out = np.take(Wx, x, axis=0)  # large vocabulary: gather first, then scale only those rows\n    out += b\n",
       "    out = np.take(Wx, x, axis=0)  # large vocabulary: gather first, then scale only those rows\n",
       "large-vocabulary input projection forgets the bias", "tests/test_cells.py", "tests/test_gradients.py",
       "tests/test_model.py"),
-    m("M18", CELLS, "        a += p[\"b\"]\n        a *= self._k.astype(a.dtype)", "        a *= self._k.astype(a.dtype)",
+    m("M18", LSTM, "        a += p[\"b\"]\n        a *= self._k.astype(a.dtype)", "        a *= self._k.astype(a.dtype)",
       "LSTM step() forgets the bias", "tests/test_cells.py", "tests/test_model.py"),
-    m("M19", CELLS, "            np.maximum(a, 0, out=a)", "            np.maximum(a, 0.01 * a, out=a)",
+    m("M19", RNN, "            np.maximum(a, 0, out=a)", "            np.maximum(a, 0.01 * a, out=a)",
       "ReLU RNN becomes leaky (forward only)", "tests/test_cells.py", "tests/test_gradients.py"),
-    m("M20", CELLS, "        rec *= k  # exact", "        rec *= -k  # exact",
+    m("M20", GRU, "        rec *= k  # exact", "        rec *= -k  # exact",
       "GRU step() with the recurrent term's sign flipped", "tests/test_cells.py", "tests/test_model.py"),
-    m("M21", CELLS, "            if t > 0:\n                dh_total[t - 1] += rec", "            if t > 1:\n                dh_total[t - 1] += rec",
+    m("M21", RNN, "            if t > 0:\n                dh_total[t - 1] += rec", "            if t > 1:\n                dh_total[t - 1] += rec",
       "RNN backward stops one step early through time", "tests/test_gradients.py", "tests/test_cells.py"),
-    m("M22", CELLS, "        bias_x[: 2 * H] += p[\"bh\"][: 2 * H]", "        bias_x[: H] += p[\"bh\"][: H]",
+    m("M22", GRU, "        bias_x[: 2 * H] += p[\"bh\"][: 2 * H]", "        bias_x[: H] += p[\"bh\"][: H]",
       "GRU forgets the recurrent bias of the update gate", "tests/test_cells.py", "tests/test_gradients.py"),
     # -- optim ----------------------------------------------------------------------------------
     m("M23", OPTIM, "        bias2 = 1.0 - self.beta2**t", "        bias2 = 1.0 - self.beta2 ** (t + 1)",
@@ -138,11 +139,11 @@ MUTANTS = [
     m("M33", CORPUS, "        y = ids[pos + 1].astype(np.int64)", "        y = ids[pos].astype(np.int64)",
       "validation targets are the inputs", "tests/test_corpus.py", "tests/test_model.py"),
     # -- train: state handling and bookkeeping ---------------------------------------------------
-    m("M34", TRAIN, "            run.state = new_state\n", "",
+    m("M34", TRAIN, "        run.state = new_state\n", "",
       "the hidden state is not carried from window to window", "tests/test_training_loop.py", "tests/test_robustness.py",
       "tests/test_signals.py", "tests/test_cli.py", "tests/test_parallel.py"),
-    m("M35", TRAIN, "            if p.cursor == 0:\n                run.state = model.init_state(t.batch_size)",
-      "            if p.cursor == -1:\n                run.state = model.init_state(t.batch_size)",
+    m("M35", TRAIN, "        if p.cursor == 0:\n            run.state = run.model.init_state(t.batch_size)",
+      "        if p.cursor == -1:\n            run.state = run.model.init_state(t.batch_size)",
       "a new epoch does not start from a zero state", "tests/test_training_loop.py", "tests/test_robustness.py", "tests/test_signals.py",
       "tests/test_cli.py", "tests/test_parallel.py"),
     m("M36", TRAIN, "        improved = run.last_val < p.best_val", "        improved = run.last_val <= p.best_val + 1e-3",
@@ -150,10 +151,10 @@ MUTANTS = [
       "tests/test_checkpoint.py"),
     m("M37", TRAIN, "        p.rollbacks, p.lr_scale, p.elapsed = kept", "        p.rollbacks, p.lr_scale, _ = kept",
       "a rollback also rolls back the elapsed time", "tests/test_training_loop.py", "tests/test_robustness.py"),
-    m("M38", TRAIN, "            lr = p.lr_scale * learning_rate(", "            lr = learning_rate(",
+    m("M38", TRAIN, "        lr = p.lr_scale * learning_rate(", "        lr = learning_rate(",
       "the rollback's learning-rate cut is ignored", "tests/test_training_loop.py", "tests/test_robustness.py"),
-    m("M39", TRAIN, "            if p.cursor == stream.windows_per_epoch:\n                p.cursor, p.epoch = 0, p.epoch + 1",
-      "            if p.cursor == stream.windows_per_epoch:\n                p.cursor, p.epoch = 0, p.epoch",
+    m("M39", TRAIN, "        if p.cursor == self.stream.windows_per_epoch:\n            p.cursor, p.epoch = 0, p.epoch + 1",
+      "        if p.cursor == self.stream.windows_per_epoch:\n            p.cursor, p.epoch = 0, p.epoch",
       "the epoch counter never advances", "tests/test_training_loop.py", "tests/test_robustness.py", "tests/test_cli.py"),
     # -- sample ---------------------------------------------------------------------------------
     m("M40", SAMPLE, "        z[z < kth] = -np.inf", "        z[z <= kth] = -np.inf",
@@ -187,7 +188,7 @@ MUTANTS = [
       "        if isinstance(exc, OSError):", "a failed write leaves its temporary file behind",
       "tests/test_checkpoint.py", "tests/test_robustness.py"),
     # -- equivalent or unobservable: listed with the reason, not run ---------------------------
-    m("M47", CELLS, "    if Wx.shape[0] <= T * B:", "    if Wx.shape[0] < T * B:",
+    m("M47", CELL, "    if Wx.shape[0] <= T * B:", "    if Wx.shape[0] < T * B:",
       "input projection switches to gather-then-scale one row later", equivalent=(
           "both branches compute the same (x Wx + b) k, exactly: only their cost differs")),
     m("M48", FUNC, "_BLOCK_ELEMENTS = 1 << 18", "_BLOCK_ELEMENTS = 1 << 12",

@@ -1,0 +1,92 @@
+"""What the fast cells (lstm.py, gru.py, rnn.py) share: the parameter and state layout, the
+input projection of a whole window, the exp-based sigmoid and the input-weight gradients.
+
+A cell is a bundle of pure functions over an explicit parameter dict `p`:
+
+    shapes()                        -> {name: shape}             (the parameters p holds)
+    init_params(rng, dtype)         -> p
+    init_state(batch_size, dtype)   -> state, a tuple of (B, H) arrays named by state_names
+    forward(p, x, state)            -> hs (T, B, H), final state, cache
+    backward(p, dhs, dstate, cache) -> dx, dstate0, grads        (grads has the keys of p)
+    step(p, x, state)               -> h (B, H), state           (one timestep, no cache; sampling)
+
+The input x is either float (T, B, D) or integer ids (T, B) meaning one-hot vectors of size D.
+One-hot input is implemented as a row gather of Wx (identical to one_hot(ids) @ Wx), and its
+gradient as a scatter-add of rows; dx is then None. Cells keep no activations between calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .functional import scatter_add_rows
+
+
+class Cell:
+    """Parameter initialisation and zero state from the subclass's shapes() and state_names.
+
+    Weights are drawn from U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's default for its recurrent
+    layers), in the order shapes() lists them; biases (names starting with "b") start at zero.
+    """
+
+    state_names: tuple[str, ...] = ("h",)
+
+    def __init__(self, input_size: int, hidden_size: int):
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict:
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        return {name: (np.zeros(shape, dtype=dtype) if name.startswith("b")
+                       else rng.uniform(-bound, bound, size=shape).astype(dtype))
+                for name, shape in self.shapes().items()}
+
+    def init_state(self, batch_size: int, dtype=np.float32) -> tuple:
+        return tuple(np.zeros((batch_size, self.hidden_size), dtype=dtype) for _ in self.state_names)
+
+
+def is_ids(x: np.ndarray) -> bool:
+    return x.dtype.kind in "iu"  # np.issubdtype costs microseconds: too much per sampled character
+
+
+def project(x: np.ndarray, Wx: np.ndarray, b: np.ndarray, k: np.ndarray | None = None) -> np.ndarray:
+    """x (T, B, D) float or (T, B) ids -> (x Wx + b) * k, (T, B, G): a fresh array to overwrite.
+
+    k (G,) scales each column (None: no scaling); the cells use it to fold constants of their
+    nonlinearities into the pre-activations.
+    """
+    T, B = x.shape[:2]
+    if k is None:
+        k = np.ones((), dtype=Wx.dtype)
+    if not is_ids(x):
+        out = (x.reshape(T * B, -1) @ (Wx * k)).reshape(T, B, -1)
+        out += b * k
+        return out
+    if Wx.shape[0] <= T * B:  # small vocabulary: scale the whole table once, then gather
+        table = Wx * k
+        table += b * k
+        return np.take(table, x, axis=0)
+    out = np.take(Wx, x, axis=0)  # large vocabulary: gather first, then scale only those rows
+    out += b
+    out *= k
+    return out
+
+
+def sigmoid_of_negated_(z: np.ndarray) -> None:
+    """In place: z = -a becomes sigmoid(a) = 1 / (1 + exp(-a)). Call under errstate(over="ignore")."""
+    np.exp(z, out=z)
+    z += 1
+    np.reciprocal(z, out=z)
+
+
+def input_grads(x: np.ndarray, Wx: np.ndarray, dA: np.ndarray):
+    """Backward of project for the input weights: dA (T, B, G) -> (dx or None, dWx)."""
+    T, B, G = dA.shape
+    dA2 = dA.reshape(T * B, G)
+    if is_ids(x):
+        return None, scatter_add_rows(x.reshape(-1), dA2, Wx.shape[0])
+    x2 = x.reshape(T * B, -1)
+    return (dA2 @ Wx.T).reshape(x.shape), x2.T @ dA2

@@ -1,0 +1,148 @@
+"""The GRU, fast, with the LSTM's exp-based gates (lstm.py says why); reference.py has the same
+equations one timestep at a time for reading."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cell_base import Cell, input_grads, is_ids, project, sigmoid_of_negated_
+
+
+class GRU(Cell):
+    """Gated recurrent unit in PyTorch's form, gates packed r, z, n.
+
+        r = sigmoid(x Wx_r + bx_r + h Wh_r + bh_r)         Wx (D, 3H), Wh (H, 3H)
+        z = sigmoid(x Wx_z + bx_z + h Wh_z + bh_z)         bx, bh (3H,)
+        n = tanh(x Wx_n + bx_n + r * (h Wh_n + bh_n))
+        h' = (1 - z) * n + z * h
+    """
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__(input_size, hidden_size)
+        H = hidden_size
+        # As in the LSTM: pre-activations times k, so that sigmoid(a) = 1 / (1 + exp(-a)) for r, z
+        # and tanh(a) = 2 sigmoid(2a) - 1 for n all go through exp.
+        self._k = np.r_[np.full(2 * H, -1.0), np.full(H, -2.0)]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        D, H = self.input_size, self.hidden_size
+        return {"Wx": (D, 3 * H), "Wh": (H, 3 * H), "bx": (3 * H,), "bh": (3 * H,)}
+
+    def _scaled(self, p: dict, dt):
+        """k (3H,); the x-side bias (3H,), with bh of r and z folded in (they only ever add), not
+        yet scaled; and bh_n (H,) times its k, since it is added inside r * (...)."""
+        H = self.hidden_size
+        k = self._k.astype(dt)
+        bias_x = p["bx"].copy()
+        bias_x[: 2 * H] += p["bh"][: 2 * H]
+        return k, bias_x, p["bh"][2 * H :] * k[2 * H :]
+
+    def forward(self, p: dict, x: np.ndarray, state: tuple):
+        (h0,) = state
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        dt = p["Wh"].dtype
+        k, bias_x, bhn_k = self._scaled(p, dt)
+
+        # gates[t] (B, 3H): x-side pre-activations times k, overwritten in place by r, z, n.
+        gates = project(x, p["Wx"], bias_x, k)
+        Wh_k = p["Wh"] * k
+        hn_k = np.empty((T, B, H), dtype=dt)  # k_n (h Wh_n + bh_n), kept for the backward pass
+        hbuf = np.empty((T + 1, B, H), dtype=dt)
+        hbuf[0] = h0
+        rec = np.empty((B, 3 * H), dtype=dt)
+        tmp = np.empty((B, H), dtype=dt)
+        with np.errstate(over="ignore"):
+            for t in range(T):
+                np.matmul(hbuf[t], Wh_k, out=rec)
+                _gru_update(gates[t], rec, bhn_k, hbuf[t], hn_k[t], hbuf[t + 1], tmp)
+
+        cache = (x, gates, hn_k, hbuf)
+        return hbuf[1:], (hbuf[T].copy(),), cache
+
+    def backward(self, p: dict, dhs: np.ndarray, dstate, cache):
+        x, gates, hn_k, hbuf = cache
+        T, B, H = dhs.shape
+        dt = gates.dtype
+        dAx = np.empty((T, B, 3 * H), dtype=dt)  # d loss / d (x Wx + bx), gates r, z, n
+        dAh = np.empty((T, B, 3 * H), dtype=dt)  # d loss / d (h Wh + bh): differs in n only
+        WhT = np.ascontiguousarray(p["Wh"].T)
+        dh_rec = np.zeros((B, H), dt) if dstate is None else dstate[0].astype(dt, copy=True)
+        dh = np.empty((B, H), dtype=dt)
+        z_dh = np.empty((B, H), dtype=dt)
+        tmp = np.empty((B, H), dtype=dt)
+        k_n = dt.type(self._k[-1])
+
+        for t in range(T - 1, -1, -1):
+            np.add(dhs[t], dh_rec, out=dh)
+            g3, dx3, dh3 = gates[t], dAx[t], dAh[t]
+            r, z, n = g3[:, :H], g3[:, H : 2 * H], g3[:, 2 * H :]
+            d_rz, da_r, da_z, da_n = dx3[:, : 2 * H], dx3[:, :H], dx3[:, H : 2 * H], dx3[:, 2 * H :]
+            np.multiply(g3[:, : 2 * H], g3[:, : 2 * H], out=d_rz)
+            np.subtract(g3[:, : 2 * H], d_rz, out=d_rz)  # r (1 - r), z (1 - z)
+            # d a_n = dh (1 - z) (1 - n^2), with dh (1 - z) = dh - z dh; z dh also reaches h_{t-1}.
+            np.multiply(z, dh, out=z_dh)
+            np.multiply(n, n, out=tmp)
+            np.subtract(1, tmp, out=tmp)
+            np.subtract(dh, z_dh, out=da_n)
+            da_n *= tmp
+            # d a_z = dh (h_{t-1} - n) z (1 - z)
+            np.subtract(hbuf[t], n, out=tmp)
+            tmp *= dh
+            da_z *= tmp
+            # d a_r = d a_n (h Wh_n + bh_n) r (1 - r), the stored product being k_n times that.
+            np.multiply(da_n, hn_k[t], out=tmp)
+            tmp *= 1 / k_n
+            da_r *= tmp
+            np.copyto(dh3[:, : 2 * H], d_rz)
+            np.multiply(da_n, r, out=dh3[:, 2 * H :])
+            np.matmul(dh3, WhT, out=dh_rec)
+            dh_rec += z_dh
+
+        dAh_flat = dAh.reshape(T * B, 3 * H)
+        dx, dWx = input_grads(x, p["Wx"], dAx)
+        grads = {
+            "Wx": dWx,
+            "Wh": hbuf[:-1].reshape(T * B, H).T @ dAh_flat,
+            "bx": dAx.reshape(T * B, 3 * H).sum(axis=0),
+            "bh": dAh_flat.sum(axis=0),
+        }
+        return dx, (dh_rec,), grads
+
+    def step(self, p: dict, x: np.ndarray, state: tuple):
+        (h,) = state
+        B, H = h.shape
+        dt = h.dtype
+        k, bias_x, bhn_k = self._scaled(p, dt)
+        ax = np.take(p["Wx"], x, axis=0) if is_ids(x) else x @ p["Wx"]
+        ax += bias_x
+        ax *= k
+        rec = h @ p["Wh"]
+        rec *= k  # exact (k is -1 or -2), and cheaper per sampled character than scaling Wh
+        hn_k, h_new, tmp = np.empty((3, B, H), dtype=dt)
+        with np.errstate(over="ignore"):
+            _gru_update(ax, rec, bhn_k, h, hn_k, h_new, tmp)
+        return h_new, (h_new,)
+
+
+def _gru_update(g3, rec, bhn_k, h_prev, hn_k, h, tmp) -> None:
+    """The elementwise part of one GRU step, in place; run under np.errstate(over="ignore").
+
+    g3 (B, 3H): k * x-side pre-activations (see GRU._scaled), overwritten with r, z, n.
+    rec (B, 3H): h_prev (Wh * k). bhn_k (H,): k * bh_n. Writes hn_k = k * (h Wh_n + bh_n) and
+    the new h, each (B, H); tmp (B, H) is scratch.
+    """
+    H = h.shape[1]
+    rz, n, z = g3[:, : 2 * H], g3[:, 2 * H :], g3[:, H : 2 * H]
+    rz += rec[:, : 2 * H]
+    sigmoid_of_negated_(rz)
+    np.add(rec[:, 2 * H :], bhn_k, out=hn_k)
+    np.multiply(rz[:, :H], hn_k, out=tmp)
+    n += tmp
+    sigmoid_of_negated_(n)
+    n *= 2
+    n -= 1
+    # h = n + z (h_prev - n)
+    np.subtract(h_prev, n, out=tmp)
+    tmp *= z
+    np.add(n, tmp, out=h)

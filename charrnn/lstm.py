@@ -1,0 +1,193 @@
+"""The LSTM, fast: see cell_base.py for the contract shared by the cells, reference.py for the
+same equations written one timestep at a time for reading.
+
+Speed: the input projection of all T steps is one GEMM (or row gather) before the time loop
+and the weight gradients are one GEMM each after it, so only h @ Wh and a few in-place
+elementwise calls remain per timestep. np.exp is the cheapest transcendental NumPy has on
+float32 (np.tanh costs about twice as much), so the gated cells keep their pre-activations
+multiplied by a per-column constant k and turn a whole gate block into activations with one
+exp, one add and one reciprocal: sigmoid(a) = 1 / (1 + exp(-a)) (k = -1) and
+tanh(a) = 2 sigmoid(2a) - 1 (k = -2). The backward pass derives each step's local derivatives
+in cache from the stored activations instead of precomputing them over all T in full-size
+temporaries. The elementwise part of a step is one function shared by forward and step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cell_base import Cell, input_grads, is_ids, project, sigmoid_of_negated_
+
+
+class LSTM(Cell):
+    """Long short-term memory, gates packed in PyTorch's order i, f, g, o.
+
+        a = x Wx + h Wh + b                      Wx (D, 4H), Wh (H, 4H), b (4H,)
+        i, f, o = sigmoid(a_i, a_f, a_o)         g = tanh(a_g)
+        c' = f * c + i * g                       h' = o * tanh(c')
+
+    With peepholes (Gers & Schmidhuber 2000) the gates also see the cell through per-unit
+    weights pi, pf, po (H,): a_i += pi * c, a_f += pf * c (previous cell), a_o += po * c' (new cell).
+    """
+
+    state_names = ("h", "c")
+
+    def __init__(self, input_size: int, hidden_size: int, peephole: bool = False):
+        super().__init__(input_size, hidden_size)
+        self.peephole = peephole
+        H = hidden_size
+        # Pre-activations are kept multiplied by k so that one exp call per step serves the whole
+        # gate block: sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1.
+        self._k = np.r_[np.full(2 * H, -1.0), np.full(H, -2.0), np.full(H, -1.0)]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        D, H = self.input_size, self.hidden_size
+        shapes = {"Wx": (D, 4 * H), "Wh": (H, 4 * H), "b": (4 * H,)}
+        if self.peephole:
+            shapes.update(pi=(H,), pf=(H,), po=(H,))
+        return shapes
+
+    def init_params(self, rng: np.random.Generator, dtype=np.float32) -> dict:
+        p = super().init_params(rng, dtype)
+        H = self.hidden_size
+        # A forget bias of 1 keeps the cell's memory open early in training.
+        p["b"][H : 2 * H] = 1.0
+        return p
+
+    def forward(self, p: dict, x: np.ndarray, state: tuple):
+        h0, c0 = state
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        dt = p["Wh"].dtype
+        k = self._k.astype(dt)
+
+        # gates[t] (B, 4H): k * pre-activations, then in place the activations i, f, s, o with
+        # s = sigmoid(2 a_g), so that all four are sigmoids and g = 2 s - 1.
+        gates = project(x, p["Wx"], p["b"], k)
+        Wh_k = p["Wh"] * k
+        hbuf = np.empty((T + 1, B, H), dtype=dt)  # hbuf[0] = h0, hbuf[t+1] = h_t
+        # mult[t] (B, 4, H) holds what each gate's derivative is multiplied by in the backward
+        # pass: g, c_{t-1}, 4 i (dg/da_g = 4 s (1 - s)) and tanh(c_t). The cell state c_t itself
+        # lives in mult[t+1, :, 1], where step t+1 needs it.
+        mult = np.empty((T + 1, B, 4, H), dtype=dt)
+        hbuf[0], mult[0, :, 1] = h0, c0
+        rec = np.empty((B, 4 * H), dtype=dt)
+        tmp = np.empty((B, H), dtype=dt)
+        peep = self._peepholes(p)
+
+        with np.errstate(over="ignore"):  # exp(-a) = inf gives sigmoid(a) = 0, the exact limit
+            for t in range(T):
+                a = gates[t]
+                np.matmul(hbuf[t], Wh_k, out=rec)
+                a += rec
+                m = mult[t]
+                _lstm_update(a, m[:, 1], m[:, 0], mult[t + 1, :, 1], m[:, 3], hbuf[t + 1], tmp, peep)
+                np.multiply(a[:, :H], 4, out=m[:, 2])
+
+        cache = (x, gates, hbuf, mult)
+        return hbuf[1:], (hbuf[T].copy(), mult[T, :, 1].copy()), cache
+
+    def backward(self, p: dict, dhs: np.ndarray, dstate, cache):
+        x, gates, hbuf, mult = cache
+        T, B, H = dhs.shape
+        dt = gates.dtype
+        dA = np.empty((T, B, 4 * H), dtype=dt)  # gradient of the loss w.r.t. the pre-activations
+        WhT = np.ascontiguousarray(p["Wh"].T)
+        # dh_rec: the gradient reaching h_t through h_t Wh (from step t+1), or dstate at t = T-1.
+        if dstate is None:
+            dh_rec, dc_next = np.zeros((B, H), dt), np.zeros((B, H), dt)
+        else:
+            dh_rec, dc_next = dstate[0].astype(dt, copy=True), dstate[1].astype(dt, copy=True)
+        dh = np.empty((B, H), dtype=dt)
+        dc = np.empty((B, H), dtype=dt)
+        tmp = np.empty((B, H), dtype=dt)
+        if self.peephole:
+            pi, pf, po = p["pi"], p["pf"], p["po"]
+
+        for t in range(T - 1, -1, -1):
+            np.add(dhs[t], dh_rec, out=dh)
+            a = gates[t]
+            d = dA[t]
+            d4 = d.reshape(B, 4, H)
+            # Every gate is a sigmoid s here (g through s = sigmoid(2 a_g)): s' = s (1 - s).
+            np.multiply(a, a, out=d)
+            np.subtract(a, d, out=d)
+            d4 *= mult[t]
+            o, tanh_c = a[:, 3 * H :], mult[t, :, 3]
+            d4[:, 3] *= dh  # d a_o
+            # dc = dh * o * (1 - tanh(c)^2) + dc_next, with o tanh(c)^2 = h tanh(c).
+            np.multiply(hbuf[t + 1], tanh_c, out=tmp)
+            np.subtract(o, tmp, out=tmp)
+            tmp *= dh
+            np.add(tmp, dc_next, out=dc)
+            if self.peephole:
+                np.multiply(d4[:, 3], po, out=tmp)
+                dc += tmp
+            d4[:, :3] *= dc[:, None, :]  # d a_i, d a_f, d a_g
+            np.multiply(dc, a[:, H : 2 * H], out=dc_next)
+            if self.peephole:
+                np.multiply(d4[:, 0], pi, out=tmp)
+                dc_next += tmp
+                np.multiply(d4[:, 1], pf, out=tmp)
+                dc_next += tmp
+            np.matmul(d, WhT, out=dh_rec)
+
+        dA_flat = dA.reshape(T * B, 4 * H)
+        dx, dWx = input_grads(x, p["Wx"], dA)
+        grads = {
+            "Wx": dWx,
+            "Wh": hbuf[:-1].reshape(T * B, H).T @ dA_flat,
+            "b": dA_flat.sum(axis=0),
+        }
+        if self.peephole:
+            d4 = dA.reshape(T, B, 4, H)
+            cells = mult[:, :, 1]  # c_0 ... c_T
+            grads["pi"] = np.einsum("tbh,tbh->h", d4[:, :, 0], cells[:-1])
+            grads["pf"] = np.einsum("tbh,tbh->h", d4[:, :, 1], cells[:-1])
+            grads["po"] = np.einsum("tbh,tbh->h", d4[:, :, 3], cells[1:])
+        return dx, (dh_rec, dc_next), grads
+
+    def step(self, p: dict, x: np.ndarray, state: tuple):
+        h, c = state
+        B, H = h.shape
+        a = np.take(p["Wx"], x, axis=0) if is_ids(x) else x @ p["Wx"]
+        a += h @ p["Wh"]
+        a += p["b"]
+        a *= self._k.astype(a.dtype)
+        g, c_new, tanh_c, h_new, tmp = np.empty((5, B, H), dtype=a.dtype)
+        with np.errstate(over="ignore"):
+            _lstm_update(a, c, g, c_new, tanh_c, h_new, tmp, self._peepholes(p))
+        return h_new, (h_new, c_new)
+
+    def _peepholes(self, p: dict):
+        """None, or the peephole weights scaled by k like the gates they feed: (pi, pf) (2, H), po (H,)."""
+        if not self.peephole:
+            return None
+        return -np.stack([p["pi"], p["pf"]]), -p["po"]
+
+
+def _lstm_update(a, c_prev, g, c, tanh_c, h, tmp, peep) -> None:
+    """The elementwise part of one LSTM step, in place; run under np.errstate(over="ignore").
+
+    a (B, 4H): k * pre-activations (see LSTM._k), overwritten with the activations i, f, s, o
+    where s = sigmoid(2 a_g). c_prev (B, H): the previous cell. Writes g = 2 s - 1, the new cell c,
+    tanh(c) and h, each (B, H); tmp (B, H) is scratch. peep: LSTM._peepholes(p).
+    """
+    B, H = c_prev.shape
+    i, f, s, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+    if peep is None:
+        sigmoid_of_negated_(a)
+    else:
+        a.reshape(B, 4, H)[:, :2] += peep[0] * c_prev[:, None, :]
+        sigmoid_of_negated_(a[:, : 3 * H])
+    np.multiply(s, 2, out=g)
+    g -= 1
+    np.multiply(f, c_prev, out=c)
+    np.multiply(i, g, out=tmp)
+    c += tmp
+    if peep is not None:
+        np.multiply(peep[1], c, out=tmp)
+        o += tmp
+        sigmoid_of_negated_(o)
+    np.tanh(c, out=tanh_c)
+    np.multiply(o, tanh_c, out=h)
