@@ -10,7 +10,9 @@ A save goes through charrnn.atomic.replace_file, so a crash or a full disk leave
 checkpoint or the new one, never half a file.
 """
 
+import dataclasses
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -225,3 +227,29 @@ def load_model(path: str):
     arrays, meta = load_checkpoint(path)
     model, vocab = model_from_checkpoint(arrays, meta, os.fspath(path))
     return model, vocab, meta, arrays
+
+
+def describe(path: str, model: CharRNN, vocab: Vocab, meta: dict) -> str:
+    """The lines `charrnn info` prints about a loaded checkpoint (all but its config)."""
+    m = dataclasses.asdict(model.spec)
+    progress = meta.get("progress") if isinstance(meta.get("progress"), dict) else {}
+    best = progress.get("best_val", math.inf)
+    elapsed = progress.get("elapsed")
+    return "\n".join([
+        f"checkpoint   {path} (format {meta.get('format_version')}, charrnn {meta.get('charrnn_version', '?')})",
+        f"model        {m['cell']}{' (peephole)' if m['peephole'] else ''}{' ' + m['nonlinearity'] if m['cell'] == 'rnn' else ''}, "
+        f"{m['num_layers']} layer(s) x {m['hidden_size']} units, "
+        f"{'embedding ' + str(m['embedding_size']) if m['embedding_size'] else 'one-hot input'}, "
+        f"dropout {m['dropout']}, {m['dtype']}",
+        "head         " + ("full softmax" if m["head"] == "full" else
+                            f"adaptive head: shortlist of {m['head_cutoffs'][0]:,} characters, "
+                            f"clusters from ranks {', '.join(f'{c:,}' for c in m['head_cutoffs'])}, "
+                            f"projections {', '.join(map(str, model.adaptive.sizes))}"),
+        f"parameters   {model.num_params():,}",
+        f"vocabulary   {len(vocab)} characters{' (with <unk>)' if vocab.unk_id is not None else ''}",
+        f"progress     step {progress.get('step', '?')}, epoch {progress.get('epoch', '?')}, "
+        "trained " + (f"{elapsed / 60:.1f} min" if isinstance(elapsed, (int, float)) else "?"),
+        "best val     " + (f"{best:.4f} nats ({best / math.log(2):.4f} bits/char)"
+                           if isinstance(best, float) and math.isfinite(best) else "n/a"),
+        f"saved at     {meta.get('saved_at', '?')}",
+    ])

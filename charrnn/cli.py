@@ -1,117 +1,26 @@
 """The `charrnn` command line: the only module that imports click or reads argv.
 
-Each command turns its flags into plain arguments and calls the library. Errors become one
-line on stderr: exit status 2 for a usage error (an option, a config key or value), 1 for a
-runtime error (a file, a checkpoint, the data), 128 + N when signal N stopped training.
+Each command turns its flags into plain arguments and calls the library; cli_errors.py turns
+every expected failure into one line on stderr and an exit status.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
-import signal
 import sys
 
 import click
 import numpy as np
 
 from . import interrupts, names
-from .errors import CharRNNError, UsageError
+from .cli_errors import Cli, interrupted, silence_stdout
+from .errors import CharRNNError
 from .sample import MAX_LENGTH, MAX_SAMPLES
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
 
-def _fail(status: int, message: str):
-    interrupts.ending()
-    click.echo(f"charrnn: error: {' '.join(str(message).split())}", err=True)
-    _exit(status)
-
-
-def _exit(status: int):
-    interrupts.ending()
-    sys.exit(status)
-
-
-def _silence_stdout() -> None:
-    """After the reader of a pipe went away, point stdout at /dev/null so exit stays quiet."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        return  # not a file descriptor (captured output): nothing can fail at exit
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    os.close(devnull)
-
-
-def _release_stdout() -> None:
-    """Flush stdout now; if it cannot take the rest (full disk), drop it so exit stays quiet."""
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        _silence_stdout()
-
-
-def _interrupted(exc: BaseException) -> tuple[int, str]:
-    """The exit status and message for a stop signal. click turns a KeyboardInterrupt into
-    click.Abort (the interrupt as its cause), and an end of input (EOFError) too."""
-    if isinstance(exc, click.Abort):
-        if not isinstance(exc.__cause__, KeyboardInterrupt):
-            return 1, "the input ended"
-        exc = exc.__cause__
-    signum = getattr(exc, "signum", signal.SIGINT)
-    return 128 + signum, "interrupted" if signum == signal.SIGINT else "terminated"
-
-
-class _Cli(click.Group):
-    """Turns every expected failure into one line and an exit status, never a traceback."""
-
-    def main(self, args=None, prog_name=None, **extra):
-        interrupts.begin()
-        try:
-            status = super().main(args=args, prog_name=prog_name or "charrnn",
-                                  standalone_mode=False, **extra)
-        except click.UsageError as exc:
-            _fail(2, f"{exc.format_message()} (see '{self._help_for(exc, args)}')")
-        except click.ClickException as exc:
-            _fail(exc.exit_code, exc.format_message())
-        except UsageError as exc:
-            _fail(2, str(exc))
-        except CharRNNError as exc:
-            _fail(1, str(exc))
-        except (click.Abort, KeyboardInterrupt) as exc:
-            _fail(*_interrupted(exc))
-        except BrokenPipeError:
-            # The reader (e.g. `head`) has all it wanted: that is a normal end, not an error.
-            _silence_stdout()
-            _exit(0)
-        except OSError as exc:
-            # Not foreseen by a command: a full disk or a failing device, often on stdout itself.
-            _release_stdout()
-            reason = exc.strerror or exc
-            _fail(1, f"{exc.filename}: {reason}" if exc.filename else f"cannot write the output: {reason}")
-        except UnicodeEncodeError as exc:
-            # Text reaches this point only on its way to stdout, whose encoding lacks a character.
-            _fail(1, f"the output encoding {exc.encoding} cannot show {ascii(exc.object[exc.start])}; "
-                     "set PYTHONIOENCODING=utf-8 or use a UTF-8 locale")
-        except MemoryError:
-            _fail(1, "out of memory; use a smaller model (model.hidden_size, model.num_layers), "
-                     "fewer parallel rows (train.batch_size, --batch-size, --num-samples) "
-                     "or a shorter --length")
-        _exit(status if isinstance(status, int) else 0)
-
-    def _help_for(self, exc: click.UsageError, args) -> str:
-        """The help command for a usage error: the subcommand's when one was named."""
-        if exc.ctx and " " in exc.ctx.command_path:
-            return f"charrnn {exc.ctx.command_path.split(' ', 1)[-1]} --help"
-        # Errors found while parsing options carry no context; the command, if any, comes first
-        # (the group's own options, --help and --version, end the parsing).
-        words = list(sys.argv[1:] if args is None else args)
-        return f"charrnn {words[0]} --help" if words and words[0] in self.commands else "charrnn --help"
-
-
-@click.group(cls=_Cli, context_settings=_SETTINGS, no_args_is_help=False)
+@click.group(cls=Cli, context_settings=_SETTINGS, no_args_is_help=False)
 @click.version_option(package_name="charrnn", message="charrnn %(version)s")
 def cli():
     """Character-level LSTM / GRU / RNN language models in pure NumPy: train, sample, evaluate."""
@@ -205,7 +114,7 @@ def sample(checkpoint, seed, temperature, top_k, top_p, prime, length, num_sampl
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader (e.g. `head`) has all it wanted: that is a normal end, not an error.
-        _silence_stdout()
+        silence_stdout()
 
 
 # -- eval ---------------------------------------------------------------------------------------
@@ -223,25 +132,16 @@ def sample(checkpoint, seed, temperature, top_k, top_p, prime, length, num_sampl
 def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
     """Loss (nats), bits per character and perplexity of a checkpoint on text files."""
     from .checkpoint import load_model
-    from .config import load_config
-    from .encoded import encode_file, load_corpus
-    from .evaluate import bits_per_char, evaluate
+    from .encoded import encode_file
+    from .evaluate import bits_per_char, checkpoint_windows, evaluate, validation_split
 
     if not files and not use_val:
         raise click.UsageError("give text FILES to evaluate, or --val")
     model, vocab, meta, _ = load_model(checkpoint)
-    saved = meta.get("config") if isinstance(meta.get("config"), dict) else None
-    if saved is None and use_val:
+    B, T = checkpoint_windows(checkpoint, meta, batch_size, seq_len)
+    if use_val and not isinstance(meta.get("config"), dict):
         raise CharRNNError(f"{checkpoint}: holds no training config, so it has no validation "
                            "split; evaluate text FILES instead of --val")
-    trained = (saved or {}).get("train")
-    trained = trained if isinstance(trained, dict) else {}
-    B = batch_size if batch_size is not None else trained.get("batch_size", 32)
-    T = seq_len if seq_len is not None else trained.get("seq_len", 64)
-    for option, value in (("--batch-size", B), ("--seq-len", T)):
-        if not (isinstance(value, int) and 1 <= value <= 1_000_000):
-            raise CharRNNError(f"{checkpoint}: its config's {option[2:].replace('-', '_')} is "
-                               f"{value!r}, not a count of 1 to 1,000,000; pass {option}")
 
     def report(name: str, ids: np.ndarray, excluded: int):
         if len(ids) < 2:
@@ -257,13 +157,7 @@ def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
                    f"{bits_per_char(nats):.6f} bits/char, perplexity {math.exp(nats):.3f}")
 
     if use_val:
-        cfg = load_config(checkpoint, base=saved)
-        loaded = load_corpus(cfg, warn=lambda message: click.echo(message, err=True))
-        corpus_vocab, val_ids = loaded.vocab, loaded.val_ids
-        if corpus_vocab != vocab:
-            raise CharRNNError(f"{checkpoint}: the training data changed since this checkpoint "
-                               "(different vocabulary); evaluate a file instead of --val")
-        report(f"validation split of {cfg.data.val_path or cfg.data.path}", val_ids, 0)
+        report(*validation_split(checkpoint, meta, vocab, warn=lambda message: click.echo(message, err=True)), 0)
     for name in files:
         ids, excluded = encode_file(name, vocab, encoding)
         report(name, ids, excluded)
@@ -276,33 +170,11 @@ def eval_(checkpoint, files, use_val, batch_size, seq_len, encoding):
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 def info(checkpoint):
     """Architecture, size, training progress and resolved config of a checkpoint."""
-    from .checkpoint import load_model
+    from .checkpoint import describe, load_model
     from .config import config_text
 
     model, vocab, meta, _ = load_model(checkpoint)
-    m = dataclasses.asdict(model.spec)
-    progress = meta.get("progress") if isinstance(meta.get("progress"), dict) else {}
-    best = progress.get("best_val", math.inf)
-    elapsed = progress.get("elapsed")
-    lines = [
-        f"checkpoint   {checkpoint} (format {meta.get('format_version')}, charrnn {meta.get('charrnn_version', '?')})",
-        f"model        {m['cell']}{' (peephole)' if m['peephole'] else ''}{' ' + m['nonlinearity'] if m['cell'] == 'rnn' else ''}, "
-        f"{m['num_layers']} layer(s) x {m['hidden_size']} units, "
-        f"{'embedding ' + str(m['embedding_size']) if m['embedding_size'] else 'one-hot input'}, "
-        f"dropout {m['dropout']}, {m['dtype']}",
-        "head         " + ("full softmax" if m["head"] == "full" else
-                            f"adaptive head: shortlist of {m['head_cutoffs'][0]:,} characters, "
-                            f"clusters from ranks {', '.join(f'{c:,}' for c in m['head_cutoffs'])}, "
-                            f"projections {', '.join(map(str, model.adaptive.sizes))}"),
-        f"parameters   {model.num_params():,}",
-        f"vocabulary   {len(vocab)} characters{' (with <unk>)' if vocab.unk_id is not None else ''}",
-        f"progress     step {progress.get('step', '?')}, epoch {progress.get('epoch', '?')}, "
-        "trained " + (f"{elapsed / 60:.1f} min" if isinstance(elapsed, (int, float)) else "?"),
-        "best val     " + (f"{best:.4f} nats ({best / math.log(2):.4f} bits/char)"
-                           if isinstance(best, float) and math.isfinite(best) else "n/a"),
-        f"saved at     {meta.get('saved_at', '?')}",
-    ]
-    click.echo("\n".join(lines))
+    click.echo(describe(checkpoint, model, vocab, meta))
     if isinstance(meta.get("config"), dict):
         click.echo("config:\n" + "\n".join("  " + line for line in config_text(meta["config"]).splitlines()))
 
@@ -437,17 +309,6 @@ def poem(checkpoint, form, acrostic, start, num, seed, temperature, top_k, top_p
                    f"({written.nll.mean() / math.log(2):.3f} bits/char), {spent:.3f} s per poem", err=True)
 
 
-_RATE_LINES = (("template", "template fit", "fits a tone template S1-S4 (平水韵, lenient)"),
-               ("nian", "粘", "position 2 of lines 3, 5, 7 as the line before"),
-               ("dui", "对", "positions 2, 4, 6 opposite within each couplet"),
-               ("level_ends", "平 at even ends", "every even line ends in a 平 character"),
-               ("rhyme", "rhyme 平水韵", "even lines share a 平声 group"),
-               ("first_line_rhyme", "first line rhymes", "line 1 ends in that group too"),
-               ("repeated_rhyme", "重韵", "a rhyme character used twice"),
-               ("repeated_char", "repeated char", "a character appears twice or more"),
-               ("rhyme_shisan", "rhyme 十三辙", "even lines share a modern class, any reading"))
-
-
 @cli.command("poem-metrics")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--corpus", "corpus_path", type=click.Path(dir_okay=False), default=None,
@@ -457,8 +318,8 @@ def poem_metrics(file, corpus_path, as_json):
     """Form, tone templates, rhyme (平水韵 and 十三辙), repeats, copied and distinct lines of poems (one per line)."""
     import json
 
-    from .poetry import FORMS, corpus_lines, read_poems
-    from .scansion import poem_metrics as measure
+    from .poetry import corpus_lines, read_poems
+    from .scansion import metrics_table, poem_metrics as measure
 
     poems = read_poems(file)
     if not poems:
@@ -468,17 +329,7 @@ def poem_metrics(file, corpus_path, as_json):
     if as_json:
         click.echo(json.dumps(m, ensure_ascii=False, indent=2))
         return
-    click.echo(f"poems              {m['poems']}")
-    click.echo(f"valid form         {m['valid']:.1%}  ("
-               + ", ".join(f"{FORMS[k].name} {v:.1%}" for k, v in m["forms"].items()) + ")")
-    keys = list(m["by_form"])
-    click.echo(f"{'':19}{'all':>7}" + "".join(f"{k:>7}" for k in keys))
-    for rate, name, meaning in _RATE_LINES:
-        wide = sum(1 for ch in name if ord(ch) > 0x2E7F)  # a Han character takes two columns
-        click.echo(f"{name:<{19 - wide}}{m['overall'][rate]:>7.1%}"
-                   + "".join(f"{m['by_form'][k][rate]:>7.1%}" for k in keys) + f"  {meaning}")
-    click.echo(f"copied lines       {'n/a (no --corpus)' if m['copied'] is None else format(m['copied'], '.1%')}")
-    click.echo(f"distinct lines     {m['distinct']:.1%}  of {m['lines']}")
+    click.echo(metrics_table(m))
 
 
 @cli.command()
@@ -503,6 +354,6 @@ def main():
         status = exc.code
     except KeyboardInterrupt as exc:  # arrived while another ending was being reported
         interrupts.ending()
-        status, message = _interrupted(exc)
+        status, message = interrupted(exc)
         print(f"charrnn: error: {message}", file=sys.stderr)
     sys.exit(interrupts.final_status(status))

@@ -6,27 +6,24 @@ are parsed with `yaml.safe_load` only, so no YAML tag can construct a Python obj
 wrong types and out-of-range values are `UsageError`s naming the file (or the `--set` override)
 and the key.
 
-Each field's type annotation and its `_spec(...)` metadata are the whole validation table: one
-generic checker (`_checked`) reads them, and each dataclass adds only the rules that tie two
-fields together (`_cross_check`). The dataclasses validate in `__post_init__`, so a Config built
-in code is held to the same rules as one read from a file.
+Each field declares its type and its rules with `spec(...)` (config_fields.py reads them and
+checks every value); each section adds only the rules that tie two of its fields together
+(`_cross_check`). The sections validate on construction, so a Config built in code is held to
+the same rules as one read from a file.
 
 This is the only module that imports yaml.
 """
 
 import dataclasses
-import difflib
-import math
-import operator
 import re
-import types
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import yaml
 
 from charrnn import names
 from charrnn.atomic import replace_file
+from charrnn.config_fields import ConfigError, Section, member_types, show, spec, unknown_key
 from charrnn.errors import UsageError
 
 __all__ = [
@@ -40,24 +37,6 @@ __all__ = [
     "dump_config",
     "load_config",
 ]
-
-
-class ConfigError(UsageError):
-    """An invalid config value; `key` is the dotted key at fault (e.g. "train.learning_rate")."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
-
-
-def _spec(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-          ge: float | None = None, gt: float | None = None, le: float | None = None,
-          lt: float | None = None, choices: tuple[str, ...] | None = None,
-          check: Callable[[Any], str | None] | None = None) -> Any:
-    """A dataclass field carrying its own constraints; `check(value)` returns a problem or None."""
-    rules = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "check": check}
-    return field(default=default, default_factory=default_factory,
-                 metadata={k: v for k, v in rules.items() if v is not None})
 
 
 def _known_text_encoding(name: str) -> str | None:
@@ -74,7 +53,7 @@ def _known_text_encoding(name: str) -> str | None:
 
 def _increasing_ranks(cutoffs: list[int]) -> str | None:
     if cutoffs[0] < 1 or any(b <= a for a, b in zip(cutoffs, cutoffs[1:])):
-        return f"must be increasing frequency ranks >= 1, e.g. [1200, 3300] (got {_show(cutoffs)})"
+        return f"must be increasing frequency ranks >= 1, e.g. [1200, 3300] (got {show(cutoffs)})"
     return None
 
 
@@ -84,55 +63,37 @@ def _plain_directory_name(name: str) -> str | None:
     return None
 
 
-class _Section:
-    """Validation shared by the config dataclasses: every field checked, then cross-field rules."""
-
-    _section: ClassVar[str]  # dotted-key prefix: "data", "model", "train"; "" at the top level
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            key = f"{self._section}.{f.name}" if self._section else f.name
-            setattr(self, f.name, _checked(key, getattr(self, f.name), f.type, f.metadata))
-        self._cross_check()
-
-    def _cross_check(self) -> None:
-        """Rules involving more than one field; raise ConfigError naming the key to change."""
-
-    def _key(self, name: str) -> str:
-        return f"{self._section}.{name}" if self._section else name
-
-
 @dataclass
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the text comes from and how it becomes a vocabulary."""
 
     _section: ClassVar[str] = "data"
 
     path: str | list[str] = "corpora/tinyshakespeare.txt"  # text file(s), relative to the cwd
     val_path: str | list[str] | None = None  # separate validation text; None = tail of path
-    val_fraction: float = _spec(0.1, gt=0.0, lt=1.0)  # held-out tail of path when val_path is None
-    encoding: str = _spec("utf-8", check=_known_text_encoding)  # codec of the text files
-    max_vocab: int | None = _spec(None, ge=2)  # most frequent characters + <unk>; None = all
+    val_fraction: float = spec(0.1, gt=0.0, lt=1.0)  # held-out tail of path when val_path is None
+    encoding: str = spec("utf-8", check=_known_text_encoding)  # codec of the text files
+    max_vocab: int | None = spec(None, ge=2)  # most frequent characters + <unk>; None = all
     cache: bool = True  # keep the encoded ids in cache_dir and memory-map them in later runs
     cache_dir: str | None = None  # None = $XDG_CACHE_HOME/charrnn, else ~/.cache/charrnn
 
 
 @dataclass
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """The network: recurrent cells between one-hot (or embedded) input and a softmax head."""
 
     _section: ClassVar[str] = "model"
 
-    cell: str = _spec("lstm", choices=names.CELLS)  # recurrent cell type
-    hidden_size: int = _spec(128, ge=1, le=65536)  # units per recurrent layer
-    num_layers: int = _spec(2, ge=1, le=16)  # stacked recurrent layers
-    embedding_size: int = _spec(0, ge=0, le=65536)  # 0 = one-hot input straight into the first layer
-    dropout: float = _spec(0.0, ge=0.0, lt=1.0)  # drop probability on recurrent layer outputs
+    cell: str = spec("lstm", choices=names.CELLS)  # recurrent cell type
+    hidden_size: int = spec(128, ge=1, le=65536)  # units per recurrent layer
+    num_layers: int = spec(2, ge=1, le=16)  # stacked recurrent layers
+    embedding_size: int = spec(0, ge=0, le=65536)  # 0 = one-hot input straight into the first layer
+    dropout: float = spec(0.0, ge=0.0, lt=1.0)  # drop probability on recurrent layer outputs
     peephole: bool = False  # LSTM gates also see the cell state (lstm only)
-    nonlinearity: str = _spec("tanh", choices=names.NONLINEARITIES)  # vanilla RNN activation (rnn only)
-    head: str = _spec("full", choices=names.HEADS)  # softmax over all characters, or adaptive (frequent ones first)
-    head_cutoffs: list[int] | None = _spec(None, check=_increasing_ranks)  # adaptive: shortlist size, then each cluster's first rank; null = at 80%, 95% and 99% of the training tokens
-    head_div: float = _spec(4.0, ge=1.0, le=1024.0)  # adaptive: cluster i projects to hidden_size / head_div^(i+1)
+    nonlinearity: str = spec("tanh", choices=names.NONLINEARITIES)  # vanilla RNN activation (rnn only)
+    head: str = spec("full", choices=names.HEADS)  # softmax over all characters, or adaptive (frequent ones first)
+    head_cutoffs: list[int] | None = spec(None, check=_increasing_ranks)  # adaptive: shortlist size, then each cluster's first rank; null = at 80%, 95% and 99% of the training tokens
+    head_div: float = spec(4.0, ge=1.0, le=1024.0)  # adaptive: cluster i projects to hidden_size / head_div^(i+1)
 
     def _cross_check(self) -> None:
         if self.peephole and self.cell != "lstm":
@@ -151,42 +112,42 @@ class ModelConfig(_Section):
 
 
 @dataclass
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Optimisation, schedule, stopping, evaluation and recovery from divergence."""
 
     _section: ClassVar[str] = "train"
 
-    batch_size: int = _spec(32, ge=1, le=1_000_000)  # parallel streams through the text
-    seq_len: int = _spec(64, ge=1, le=1_000_000)  # timesteps per truncated-BPTT window
-    optimizer: str = _spec("adam", choices=names.OPTIMIZERS)  # update rule
-    learning_rate: float = _spec(2e-3, gt=0.0)  # base step size (peak of the schedule)
-    momentum: float = _spec(0.9, ge=0.0, lt=1.0)  # sgd only; 0 = plain SGD
-    beta1: float = _spec(0.9, ge=0.0, lt=1.0)  # adam: decay of the first-moment average
-    beta2: float = _spec(0.999, ge=0.0, lt=1.0)  # adam: decay of the second-moment average
-    eps: float = _spec(1e-8, gt=0.0)  # adagrad/rmsprop/adam: keeps the denominator away from zero
-    weight_decay: float = _spec(0.0, ge=0.0)  # decoupled for adam, plain L2 for the others
-    alpha: float = _spec(0.99, ge=0.0, lt=1.0)  # rmsprop: decay of the squared-gradient average
-    grad_clip: float = _spec(5.0, ge=0.0)  # clipping threshold; 0 = off
-    clip_mode: str = _spec("norm", choices=names.CLIP_MODES)  # global L2 norm or element-wise
-    schedule: str = _spec("constant",  # learning rate after warm-up
+    batch_size: int = spec(32, ge=1, le=1_000_000)  # parallel streams through the text
+    seq_len: int = spec(64, ge=1, le=1_000_000)  # timesteps per truncated-BPTT window
+    optimizer: str = spec("adam", choices=names.OPTIMIZERS)  # update rule
+    learning_rate: float = spec(2e-3, gt=0.0)  # base step size (peak of the schedule)
+    momentum: float = spec(0.9, ge=0.0, lt=1.0)  # sgd only; 0 = plain SGD
+    beta1: float = spec(0.9, ge=0.0, lt=1.0)  # adam: decay of the first-moment average
+    beta2: float = spec(0.999, ge=0.0, lt=1.0)  # adam: decay of the second-moment average
+    eps: float = spec(1e-8, gt=0.0)  # adagrad/rmsprop/adam: keeps the denominator away from zero
+    weight_decay: float = spec(0.0, ge=0.0)  # decoupled for adam, plain L2 for the others
+    alpha: float = spec(0.99, ge=0.0, lt=1.0)  # rmsprop: decay of the squared-gradient average
+    grad_clip: float = spec(5.0, ge=0.0)  # clipping threshold; 0 = off
+    clip_mode: str = spec("norm", choices=names.CLIP_MODES)  # global L2 norm or element-wise
+    schedule: str = spec("constant",  # learning rate after warm-up
                           choices=names.SCHEDULES)
-    warmup_steps: int = _spec(0, ge=0)  # linear warm-up from learning_rate/warmup_steps
-    decay_rate: float = _spec(0.5, gt=0.0, le=1.0)  # exponential/step: factor per decay_every steps
-    decay_every: int = _spec(1000, ge=1)  # exponential/step: steps per decay_rate factor
-    min_lr: float = _spec(0.0, ge=0.0)  # cosine: learning rate at the end of the schedule
-    max_steps: int | None = _spec(1000, ge=1)  # stop after this many updates (None = no step limit)
-    max_epochs: int | None = _spec(None, ge=1)  # stop after this many passes over the training text
-    max_time: float | None = _spec(None, gt=0.0)  # stop after this many seconds of training
-    eval_every: int = _spec(200, ge=1)  # steps between validation, sample and checkpoint
-    eval_chars: int | None = _spec(None, ge=2)  # periodic evaluations score the first this many validation characters; None = all
-    log_every: int = _spec(10, ge=1)  # steps between training-loss log lines
-    sample_length: int = _spec(200, ge=0, le=1_000_000)  # characters sampled at each evaluation (0 = none)
-    seed: int = _spec(1234, ge=0)  # seeds initialisation, dropout and samples
-    dtype: str = _spec("float32", choices=names.DTYPES)  # parameter/activation precision
-    processes: int = _spec(1, ge=1, le=64)  # processes sharing each window's rows (1 = no workers)
-    divergence_factor: float = _spec(4.0, gt=1.0)  # loss > this x its running average (or x ln V) = divergence
-    rollback_lr_factor: float = _spec(0.5, gt=0.0, lt=1.0)  # learning rate multiplier per rollback
-    max_rollbacks: int = _spec(5, ge=0)  # rollbacks allowed before training gives up
+    warmup_steps: int = spec(0, ge=0)  # linear warm-up from learning_rate/warmup_steps
+    decay_rate: float = spec(0.5, gt=0.0, le=1.0)  # exponential/step: factor per decay_every steps
+    decay_every: int = spec(1000, ge=1)  # exponential/step: steps per decay_rate factor
+    min_lr: float = spec(0.0, ge=0.0)  # cosine: learning rate at the end of the schedule
+    max_steps: int | None = spec(1000, ge=1)  # stop after this many updates (None = no step limit)
+    max_epochs: int | None = spec(None, ge=1)  # stop after this many passes over the training text
+    max_time: float | None = spec(None, gt=0.0)  # stop after this many seconds of training
+    eval_every: int = spec(200, ge=1)  # steps between validation, sample and checkpoint
+    eval_chars: int | None = spec(None, ge=2)  # periodic evaluations score the first this many validation characters; None = all
+    log_every: int = spec(10, ge=1)  # steps between training-loss log lines
+    sample_length: int = spec(200, ge=0, le=1_000_000)  # characters sampled at each evaluation (0 = none)
+    seed: int = spec(1234, ge=0)  # seeds initialisation, dropout and samples
+    dtype: str = spec("float32", choices=names.DTYPES)  # parameter/activation precision
+    processes: int = spec(1, ge=1, le=64)  # processes sharing each window's rows (1 = no workers)
+    divergence_factor: float = spec(4.0, gt=1.0)  # loss > this x its running average (or x ln V) = divergence
+    rollback_lr_factor: float = spec(0.5, gt=0.0, lt=1.0)  # learning rate multiplier per rollback
+    max_rollbacks: int = spec(5, ge=0)  # rollbacks allowed before training gives up
 
     def _cross_check(self) -> None:
         if self.max_steps is None and self.max_epochs is None and self.max_time is None:
@@ -208,132 +169,19 @@ class TrainConfig(_Section):
 
 
 @dataclass
-class Config(_Section):
+class Config(Section):
     """A whole run: its name and output directory plus the data, model and train sections."""
 
     _section: ClassVar[str] = ""
 
-    name: str = _spec("run", check=_plain_directory_name)  # run directory name under out_dir
+    name: str = spec("run", check=_plain_directory_name)  # run directory name under out_dir
     out_dir: str = "runs"  # parent directory of run directories
-    data: DataConfig = _spec(default_factory=DataConfig)  # text and vocabulary
-    model: ModelConfig = _spec(default_factory=ModelConfig)  # network shape
-    train: TrainConfig = _spec(default_factory=TrainConfig)  # optimisation and stopping
+    data: DataConfig = spec(default_factory=DataConfig)  # text and vocabulary
+    model: ModelConfig = spec(default_factory=ModelConfig)  # network shape
+    train: TrainConfig = spec(default_factory=TrainConfig)  # optimisation and stopping
 
 
 _SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-def _show(value: Any) -> str:
-    """A short rendering of a user value for an error message."""
-    if value is None:
-        return "null"  # spelled as in YAML, which is what the user typed
-    if isinstance(value, bool):
-        return str(value).lower()
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _checked(key: str, value: Any, annotation: Any, rules: dict) -> Any:
-    """Coerce `value` to the field's annotated type and apply its rules; ConfigError otherwise."""
-    value = _coerced(key, value, annotation)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        _check_range(key, value, rules)
-    if "choices" in rules and value not in rules["choices"]:
-        choices = ", ".join(rules["choices"])
-        raise ConfigError(key, f"{key} must be one of {choices} (got {_show(value)})")
-    problem = rules["check"](value) if value is not None and "check" in rules else None
-    if problem:
-        raise ConfigError(key, f"{key} {problem}")
-    return value
-
-
-_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number",
-               str: "a non-empty string", list[str]: "a non-empty list of strings",
-               list[int]: "a non-empty list of integers",
-               type(None): "null"}
-
-
-def _kinds(annotation: Any) -> tuple:
-    """The member types of an annotation: (str, NoneType) for `str | None`."""
-    return annotation.__args__ if isinstance(annotation, types.UnionType) else (annotation,)
-
-
-def _coerced(key: str, value: Any, annotation: Any) -> Any:
-    """The value as the first annotated type it can stand for; numbers written as text count."""
-    kinds = _kinds(annotation)
-    for kind in kinds:
-        if kind is type(None) and value is None:
-            return None
-        if kind is bool and isinstance(value, bool):
-            return value
-        if kind is int and (number := _as_int(value)) is not None:
-            return number
-        if kind is float and (number := _as_float(value)) is not None:
-            return number
-        if kind is str and isinstance(value, str) and value:
-            return value
-        if kind == list[str] and isinstance(value, list) and value and all(
-                isinstance(item, str) and item for item in value):
-            return value
-        if kind == list[int] and isinstance(value, list) and value and all(
-                _as_int(item) is not None for item in value):
-            return [_as_int(item) for item in value]
-        if dataclasses.is_dataclass(kind) and isinstance(value, kind):
-            return value
-    wanted = " or ".join(_KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
-                         for kind in kinds)
-    misread_text = str in kinds and not isinstance(value, (str, list, type(None)))
-    hint = "; quote text that YAML would read as something else" if misread_text else ""
-    raise ConfigError(key, f"{key} must be {wanted} (got {_show(value)}){hint}")
-
-
-def _as_int(value: Any) -> int | None:
-    """An int for an int, an integral float, or text such as "1e3"; None if it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    number = _as_float(value)
-    # beyond 2**53 a float no longer holds every integer, so "1e30" is not taken as a count
-    if number is None or not number.is_integer() or abs(number) > 2**53:
-        return None
-    return int(number)
-
-
-def _as_float(value: Any) -> float | None:
-    """A finite float for an int, a float, or text such as "2e-3" (YAML 1.1 reads that as text)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an int with hundreds of digits
-        return None
-    return number if math.isfinite(number) else None
-
-
-_BOUNDS = (("ge", ">=", operator.ge), ("gt", ">", operator.gt),
-           ("le", "<=", operator.le), ("lt", "<", operator.lt))
-
-
-def _check_range(key: str, value: float, rules: dict) -> None:
-    limits = [(symbol, rules[name], holds) for name, symbol, holds in _BOUNDS if name in rules]
-    if not all(holds(value, limit) for _, limit, holds in limits):
-        wanted = " and ".join(f"{symbol} {limit:g}" for symbol, limit, _ in limits)
-        raise ConfigError(key, f"{key} must be {wanted} (got {value:g})")
-
-
-def _unknown_key(key: str, valid: list[str]) -> ConfigError:
-    """The error for a key not in the schema, with the closest valid spelling or the full list."""
-    prefix, _, last = key.rpartition(".")
-    close = difflib.get_close_matches(last, valid, n=1)
-    if close:
-        suggestion = f"{prefix}.{close[0]}" if prefix else close[0]
-        return ConfigError(key, f"unknown key {key!r}; did you mean {suggestion!r}?")
-    where = f" in {prefix}" if prefix else ""
-    return ConfigError(key, f"unknown key {key!r}; valid keys{where}: {', '.join(valid)}")
 
 
 def _valid_keys(section: str | None) -> list[str]:
@@ -346,7 +194,7 @@ def _section_values(raw: dict, name: str) -> dict:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ConfigError(name, f"{name} must be a mapping of keys (got {_show(values)})")
+        raise ConfigError(name, f"{name} must be a mapping of keys (got {show(values)})")
     return values
 
 
@@ -355,14 +203,14 @@ def _build(raw: dict) -> Config:
     top_keys = _valid_keys(None)
     for key in raw:
         if key not in top_keys:
-            raise _unknown_key(str(key), top_keys)
+            raise unknown_key(str(key), top_keys)
     sections = {}
     for name, cls in _SECTIONS.items():
         values = _section_values(raw, name)
         valid = _valid_keys(name)
         for key in values:
             if key not in valid:
-                raise _unknown_key(f"{name}.{key}", valid)
+                raise unknown_key(f"{name}.{key}", valid)
         sections[name] = cls(**values)
     plain = {key: raw[key] for key in raw if key not in _SECTIONS}
     return Config(**plain, **sections)
@@ -414,17 +262,17 @@ def _parse_override(text: str) -> tuple[str | None, str, Any]:
         raise UsageError(f"{label}: {dotted!r} is not a key; keys look like section.key, "
                          "e.g. train.learning_rate")
     if len(parts) == 2 and parts[0] not in _SECTIONS:
-        raise UsageError(f"{label}: {_unknown_key(parts[0], list(_SECTIONS))}")
+        raise UsageError(f"{label}: {unknown_key(parts[0], list(_SECTIONS))}")
     section, key = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
     if section is None and key in _SECTIONS:
         raise UsageError(f"{label}: {key} is a section; set one of its keys, "
                          f"e.g. {key}.{_valid_keys(key)[0]}=...")
     if key not in _valid_keys(section):
-        raise UsageError(f"{label}: {_unknown_key(dotted, _valid_keys(section))}")
+        raise UsageError(f"{label}: {unknown_key(dotted, _valid_keys(section))}")
     value = _parse_yaml(raw_value, label)
     owner = _SECTIONS[section] if section else Config
     annotation = next(f.type for f in fields(owner) if f.name == key)
-    if str in _kinds(annotation) and not isinstance(value, (str, list, type(None))):
+    if str in member_types(annotation) and not isinstance(value, (str, list, type(None))):
         # quoting is awkward on a command line: name=2024 means the text "2024"
         value = raw_value.strip()
     return section, key, value

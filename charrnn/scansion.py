@@ -87,3 +87,30 @@ def poem_metrics(poems: list[str], corpus_lines: set[str] | None = None, *,
         "overall": rates(valid),
         "by_form": {key: {"poems": len(found), **rates(found)} for key, found in verdicts.items() if found},
     }
+
+
+_RATE_LINES = (("template", "template fit", "fits a tone template S1-S4 (平水韵, lenient)"),
+               ("nian", "粘", "position 2 of lines 3, 5, 7 as the line before"),
+               ("dui", "对", "positions 2, 4, 6 opposite within each couplet"),
+               ("level_ends", "平 at even ends", "every even line ends in a 平 character"),
+               ("rhyme", "rhyme 平水韵", "even lines share a 平声 group"),
+               ("first_line_rhyme", "first line rhymes", "line 1 ends in that group too"),
+               ("repeated_rhyme", "重韵", "a rhyme character used twice"),
+               ("repeated_char", "repeated char", "a character appears twice or more"),
+               ("rhyme_shisan", "rhyme 十三辙", "even lines share a modern class, any reading"))
+
+
+def metrics_table(m: dict) -> str:
+    """poem_metrics' result as the table `charrnn poem-metrics` prints: rates overall and by form."""
+    out = [f"poems              {m['poems']}"]
+    out.append(f"valid form         {m['valid']:.1%}  ("
+               + ", ".join(f"{FORMS[k].name} {v:.1%}" for k, v in m["forms"].items()) + ")")
+    keys = list(m["by_form"])
+    out.append(f"{'':19}{'all':>7}" + "".join(f"{k:>7}" for k in keys))
+    for rate, name, meaning in _RATE_LINES:
+        wide = sum(1 for ch in name if ord(ch) > 0x2E7F)  # a Han character takes two columns
+        out.append(f"{name:<{19 - wide}}{m['overall'][rate]:>7.1%}"
+                   + "".join(f"{m['by_form'][k][rate]:>7.1%}" for k in keys) + f"  {meaning}")
+    out.append(f"copied lines       {'n/a (no --corpus)' if m['copied'] is None else format(m['copied'], '.1%')}")
+    out.append(f"distinct lines     {m['distinct']:.1%}  of {m['lines']}")
+    return "\n".join(out)

@@ -1,17 +1,12 @@
-"""Bad input and failures: every failure is one line and an exit status, and no run is lost.
-
-Usage errors exit 2, runtime errors exit 1, each with a single "charrnn: error: ..." line on
-stderr that names the file, option or key, and a run that cannot start writes nothing.
-Divergence and a full disk leave a checkpoint that loads and resumes (signals and SIGKILL:
-test_signals.py).
+"""Bad input: every failure is one line and an exit status, and a run that cannot start writes
+nothing. Usage errors exit 2, runtime errors exit 1, each with a single "charrnn: error: ..."
+line on stderr that names the file, option or key: corpora, configs and overrides, the command
+line, checkpoints, sampling options, and outputs that refuse the text (a closed pipe, a full
+stdout, an encoding without the characters, no memory).
 """
 
-import errno
-import functools
-import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 
@@ -22,67 +17,24 @@ import yaml
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.model import CharRNN
 
-import runs
-from runs import invoke, records
-
-# The corpus ends with a few non-ASCII characters so encodings and <unk> have something to bite on.
-_EXTRA = "\nA café, a naïve rôle.\n"
+import small_run
+from runs import invoke
+from small_run import assert_error, listing, save_raw, write_config
 
 
 @pytest.fixture(scope="module")
 def text(repo_root):
-    shakespeare = (repo_root / "corpora" / "tinyshakespeare.txt").read_text(encoding="utf-8")
-    return shakespeare[:20_000] + _EXTRA
+    return small_run.small_text(repo_root)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory, text):
-    path = tmp_path_factory.mktemp("data") / "corpus.txt"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-BASE_CONFIG = {
-    "name": "t",
-    "data": {"val_fraction": 0.05},
-    "model": {"cell": "lstm", "hidden_size": 8, "num_layers": 1},
-    "train": {"batch_size": 4, "seq_len": 16, "max_steps": 4, "eval_every": 2, "log_every": 1,
-              "sample_length": 10, "seed": 1},
-}
-write_config = functools.partial(runs.write_config, base=BASE_CONFIG)
-
-
-def assert_error(result, status, *needles):
-    """Exit `status` and exactly one stderr line, the error, containing every needle."""
-    assert result.exit_code == status, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("charrnn: error: "), lines[0]
-    for needle in needles:
-        assert str(needle) in lines[0], (needle, lines[0])
-
-
-def assert_last_error(result, status, *needles):
-    """As assert_error, for a run that printed progress before it failed."""
-    assert result.exit_code == status, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("charrnn: error: ")]
-    assert len(errors) == 1 and result.stderr.splitlines()[-1] == errors[0], result.stderr
-    for needle in needles:
-        assert str(needle) in errors[0], (needle, errors[0])
-
-
-def listing(directory):
-    return sorted(p.name for p in directory.iterdir())
+    return small_run.small_corpus(tmp_path_factory, text)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus):
-    directory = tmp_path_factory.mktemp("trained")
-    result = invoke("train", "--config", write_config(directory, corpus), "--out", directory / "run",
-                    "--no-progress")
-    assert result.exit_code == 0, result.output
-    return directory / "run"
+    return small_run.small_run(tmp_path_factory, corpus)
 
 
 # -- corpus -------------------------------------------------------------------------------------
@@ -275,12 +227,6 @@ class _Payload:
         return os.mkdir, (self.marker,)
 
 
-def _save_raw(path, arrays, meta):
-    """A checkpoint-shaped file written behind save_checkpoint's back (np.savez may pickle)."""
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays, meta=np.array(json.dumps(meta)))
-
-
 def _bad_checkpoint(kind, good, directory, marker):
     """(path, needles) of a damaged checkpoint of this kind, made from the good one."""
     path = directory / f"{kind}.npz"
@@ -295,21 +241,21 @@ def _bad_checkpoint(kind, good, directory, marker):
     elif kind == "truncated-tail":
         path.write_bytes(data[:-30])
     elif kind == "newer-format":
-        _save_raw(path, arrays, {**meta, "format_version": 99})
+        save_raw(path, arrays, {**meta, "format_version": 99})
     elif kind == "unknown-format":
-        _save_raw(path, arrays, {**meta, "format_version": "two"})
+        save_raw(path, arrays, {**meta, "format_version": "two"})
     elif kind == "missing-array":
-        _save_raw(path, {k: v for k, v in arrays.items() if k != "head.W"}, meta)
+        save_raw(path, {k: v for k, v in arrays.items() if k != "head.W"}, meta)
     elif kind == "misshapen-array":
-        _save_raw(path, {**arrays, "head.W": arrays["head.W"][:3]}, meta)
+        save_raw(path, {**arrays, "head.W": arrays["head.W"][:3]}, meta)
     elif kind == "negative-size":
-        _save_raw(path, arrays, {**meta, "model": {**meta["model"], "embedding_size": -5}})
+        save_raw(path, arrays, {**meta, "model": {**meta["model"], "embedding_size": -5}})
     elif kind == "no-layers":
-        _save_raw(path, arrays, {**meta, "model": {**meta["model"], "num_layers": 0}})
+        save_raw(path, arrays, {**meta, "model": {**meta["model"], "num_layers": 0}})
     elif kind == "nan-parameter":
-        _save_raw(path, {**arrays, "head.b": np.full_like(arrays["head.b"], np.nan)}, meta)
+        save_raw(path, {**arrays, "head.b": np.full_like(arrays["head.b"], np.nan)}, meta)
     elif kind == "pickled-member":
-        _save_raw(path, {**arrays, "extra": np.array([_Payload(marker)], dtype=object)}, meta)
+        save_raw(path, {**arrays, "extra": np.array([_Payload(marker)], dtype=object)}, meta)
     elif kind == "pickle-file":
         path.write_bytes(pickle.dumps(_Payload(marker)))
     elif kind == "npy-object-array":
@@ -359,16 +305,16 @@ def test_a_bad_checkpoint_fails_every_command_in_one_line(trained, tmp_path, cor
 def test_a_checkpoint_with_damaged_progress_or_no_config_fails_in_one_line(trained, tmp_path):
     arrays, meta = load_checkpoint(trained / "last.npz")
     odd = tmp_path / "odd-progress.npz"
-    _save_raw(odd, arrays, {**meta, "progress": ["not", "a", "mapping"]})
+    save_raw(odd, arrays, {**meta, "progress": ["not", "a", "mapping"]})
     result = invoke("info", odd)
     assert result.exit_code == 0, result.output
     assert "progress     step ?, epoch ?, trained ?" in result.stdout
     bare = tmp_path / "no-config.npz"
-    _save_raw(bare, arrays, {k: v for k, v in meta.items() if k != "config"})
+    save_raw(bare, arrays, {k: v for k, v in meta.items() if k != "config"})
     assert_error(invoke("eval", bare, "--val"), 1, bare, "holds no training config", "FILES")
     bad_batch = tmp_path / "bad-batch.npz"
     config = {**meta["config"], "train": {**meta["config"]["train"], "batch_size": "many"}}
-    _save_raw(bad_batch, arrays, {**meta, "config": config})
+    save_raw(bad_batch, arrays, {**meta, "config": config})
     assert_error(invoke("eval", bad_batch, "--val"), 1, bad_batch, "batch_size is 'many'", "--batch-size")
 
 
@@ -401,7 +347,7 @@ def test_resume_refuses_state_that_does_not_fit(trained, tmp_path, change, needl
         extra = ["--set", "train.batch_size=2"]
     else:
         extra = ["--set", "train.optimizer=sgd"]
-    _save_raw(path, arrays, meta)
+    save_raw(path, arrays, meta)
     result = invoke("train", "--resume", path, *extra, "--no-progress")
     assert_error(result, 1, path, *needles)
     assert listing(home) == ["last.npz"]
@@ -481,165 +427,3 @@ def test_running_out_of_memory_is_one_line_and_writes_nothing(tmp_path, corpus, 
     result = invoke("train", "--config", write_config(tmp_path, corpus), "--out", tmp_path / "out")
     assert_error(result, 1, "out of memory", "model.hidden_size")
     assert not (tmp_path / "out").exists()
-
-
-# -- resume and rollbacks ----------------------------------------------------------------------
-
-
-def test_resume_skips_cut_metrics_lines_and_clears_stale_temporaries(trained, tmp_path):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    for name in ("last.npz", "metrics.jsonl", "config.yaml"):
-        (run_dir / name).write_bytes((trained / name).read_bytes())
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-        fh.write('{"event": "train", "step": 5, "lo')  # a line cut short by SIGKILL
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # reaped: no process has this id any more
-    stale = run_dir / f".last.npz.tmp-{dead.pid}"
-    stale.write_bytes(b"PK\x03\x04 half a checkpoint")
-    alive = run_dir / f".best.npz.tmp-{os.getppid()}"  # another process's save in flight
-    alive.write_bytes(b"PK\x03\x04")
-    assert invoke("info", run_dir / "last.npz").exit_code == 0
-
-    result = invoke("train", "--resume", run_dir / "last.npz", "--set", "train.max_steps=6", "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert [r["step"] for r in records(run_dir, "train")] == [1, 2, 3, 4, 5, 6]
-    assert not stale.exists() and alive.exists()
-
-
-def _contents(directory):
-    return {p.name: p.read_bytes() for p in directory.iterdir()}
-
-
-def test_resume_into_another_directory_keeps_both_runs(trained, tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(trained, other)
-    before, theirs = _contents(trained), _contents(other)
-    result = invoke("train", "--resume", trained / "last.npz", "--out", other, "--no-progress")
-    assert_error(result, 2, f"{other} already holds a run", "--overwrite")
-    assert _contents(other) == theirs
-
-    fork = tmp_path / "fork"
-    result = invoke("train", "--resume", trained / "last.npz", "--out", fork, "--set", "train.max_steps=6",
-                    "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert [r["step"] for r in records(fork, "train")] == [1, 2, 3, 4, 5, 6]  # the history comes along
-    assert load_checkpoint(fork / "last.npz")[1]["progress"]["step"] == 6
-    assert _contents(trained) == before
-
-    # with no steps left the new directory still holds the run: its checkpoints are copied
-    finished = tmp_path / "finished"
-    result = invoke("train", "--resume", trained / "last.npz", "--out", finished, "--no-progress")
-    assert result.exit_code == 0, result.output
-    for name in ("last.npz", "best.npz"):
-        assert (finished / name).read_bytes() == (trained / name).read_bytes()
-    result = invoke("train", "--resume", finished / "last.npz", "--set", "train.max_steps=5", "--no-progress")
-    assert result.exit_code == 0, result.output
-
-
-def test_resume_keeps_the_rollbacks_its_checkpoint_counts(trained, tmp_path):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    arrays, meta = load_checkpoint(trained / "last.npz")
-    _save_raw(run_dir / "last.npz", arrays, {**meta, "progress": {**meta["progress"], "rollbacks": 1}})
-    history = [{"event": "train", "step": 1}, {"event": "eval", "step": 2},
-               {"event": "rollback", "step": 5, "to_step": 2, "rollbacks": 1},  # before the save at 4
-               {"event": "train", "step": 3}, {"event": "train", "step": 4},
-               {"event": "rollback", "step": 6, "to_step": 4, "rollbacks": 2},  # after it
-               {"event": "train", "step": 5}]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history), encoding="utf-8")
-    result = invoke("train", "--resume", run_dir / "last.npz", "--set", "train.max_steps=5",
-                    "--set", "train.log_every=100", "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert [(r["event"], r["step"]) for r in records(run_dir)[:5]] == [
-        ("train", 1), ("eval", 2), ("rollback", 5), ("train", 3), ("train", 4)]
-    assert [r["rollbacks"] for r in records(run_dir, "rollback")] == [1]
-
-
-@pytest.mark.parametrize("limits, needles", [
-    ({"max_steps": 4, "warmup_steps": 4}, ["train.warmup_steps (4)", "the 4 steps", "train.max_steps 4"]),
-    ({"max_steps": None, "max_epochs": 1, "warmup_steps": 10**6}, ["train.max_epochs 1", "windows per epoch"]),
-])
-def test_a_cosine_decay_with_no_steps_after_warm_up_changes_nothing(trained, tmp_path, corpus, limits, needles):
-    out = tmp_path / "run"
-    shutil.copytree(trained, out)
-    before = _contents(out)
-    config = write_config(tmp_path, corpus, train={"schedule": "cosine", **limits})
-    result = invoke("train", "--config", config, "--out", out, "--overwrite", "--no-progress")
-    assert_error(result, 2, *needles, "cosine")
-    assert _contents(out) == before
-
-
-# -- divergence ---------------------------------------------------------------------------------
-
-
-def test_divergence_rolls_back_lowers_the_learning_rate_then_gives_up(tmp_path, corpus):
-    config = write_config(tmp_path, corpus, train={
-        "learning_rate": 1e4, "grad_clip": 0, "max_rollbacks": 2, "max_steps": 30, "eval_every": 100})
-    out = tmp_path / "run"
-    result = invoke("train", "--config", config, "--out", out, "--no-progress")
-    assert_last_error(result, 1, "training diverged 3 times", "lower train.learning_rate (now 10000)")
-    # the first step is taken again after each rollback, each time more gently
-    assert [(r["to_step"], r["lr_scale"]) for r in records(out, "rollback")] == [(0, 0.5), (0, 0.25)]
-    [diverged] = records(out, "diverged")
-    assert records(out)[-1] == diverged and diverged["rollbacks"] == 2
-    steps = [r["step"] for r in records(out, "train")]
-    assert steps == list(range(1, len(steps) + 1))  # the undone steps' records are gone
-    assert records(out, "train")[0]["lr"] == 2.5e3
-    assert not (out / "last.npz").exists()
-
-
-def test_one_rollback_lets_training_recover_and_finish(tmp_path, corpus, monkeypatch):
-    real = CharRNN.loss_and_grads
-    calls = []
-
-    def one_bad_step(self, *args, **kwargs):
-        loss, grads, state = real(self, *args, **kwargs)
-        calls.append(loss)
-        return (float("nan") if len(calls) == 5 else loss), grads, state
-    monkeypatch.setattr(CharRNN, "loss_and_grads", one_bad_step)
-    config = write_config(tmp_path, corpus, train={"max_steps": 8, "eval_every": 3})
-    out = tmp_path / "run"
-    result = invoke("train", "--config", config, "--out", out, "--no-progress")
-    assert result.exit_code == 0, result.output
-    assert "diverging; rolled back to step 3" in result.stderr
-    [rollback] = records(out, "rollback")
-    assert (rollback["step"], rollback["to_step"], rollback["lr_scale"]) == (4, 3, 0.5)
-    # the undone step 4 is logged once, as retaken, and its loss is not averaged into any record
-    assert [r["step"] for r in records(out, "train")] == list(range(1, 9))
-    assert [r["loss"] for r in records(out, "train")] == [calls[i] for i in (0, 1, 2, 5, 6, 7, 8, 9)]
-    lrs = {r["step"]: r["lr"] for r in records(out, "train")}
-    assert lrs[3] == 2e-3 and lrs[4] == lrs[8] == 1e-3
-    progress = load_checkpoint(out / "last.npz")[1]["progress"]
-    assert (progress["step"], progress["rollbacks"], progress["lr_scale"]) == (8, 1, 0.5)
-
-
-# -- the run directory and the disk -------------------------------------------------------------
-
-
-def test_an_unwritable_run_directory_is_reported_before_training(tmp_path, corpus):
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a directory\n", encoding="utf-8")
-    result = invoke("train", "--config", write_config(tmp_path, corpus), "--out", blocker / "sub",
-                    "--no-progress")
-    assert_error(result, 1, f"run directory {blocker / 'sub'}", "--out")
-    assert listing(tmp_path) == ["a_file", "config.yaml"]
-
-
-def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus, monkeypatch):
-    out = tmp_path / "run"
-    real_replace = os.replace
-
-    def disk_full_on_the_second_save(src, dst, *args, **kwargs):
-        if str(dst).endswith("last.npz") and os.path.exists(dst):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_replace(src, dst, *args, **kwargs)
-    monkeypatch.setattr(os, "replace", disk_full_on_the_second_save)
-    result = invoke("train", "--config", write_config(tmp_path, corpus), "--out", out, "--no-progress")
-    monkeypatch.setattr(os, "replace", real_replace)
-    assert_last_error(result, 1, out / "last.npz", "No space left on device",
-                      "previous checkpoint is intact", f"continue with: charrnn train --resume {out / 'last.npz'}")
-    arrays, meta = load_checkpoint(out / "last.npz")
-    model_from_checkpoint(arrays, meta, "last.npz")
-    assert meta["progress"]["step"] == 2
-    assert not list(out.glob(".*.tmp-*"))
