@@ -57,6 +57,17 @@ def _increasing_ranks(cutoffs: list[int]) -> str | None:
     return None
 
 
+def _count_or_auto(value: int | str) -> str | None:
+    if isinstance(value, str) and value != "auto":
+        return f"must be an integer or auto (got {show(value)})"
+    return None
+
+
+# train.max_steps auto times these steps (counted from 1; the first ones carry one-time costs)
+# and lays the schedule over the steps the rest of train.max_time allows at their mean speed.
+HORIZON_PILOT = range(6, 36)
+
+
 def _plain_directory_name(name: str) -> str | None:
     if name in (".", "..") or "/" in name or "\\" in name:
         return f"must be a plain directory name without path separators (got {name!r})"
@@ -135,7 +146,7 @@ class TrainConfig(Section):
     decay_rate: float = spec(0.5, gt=0.0, le=1.0)  # exponential/step: factor per decay_every steps
     decay_every: int = spec(1000, ge=1)  # exponential/step: steps per decay_rate factor
     min_lr: float = spec(0.0, ge=0.0)  # cosine: learning rate at the end of the schedule
-    max_steps: int | None = spec(1000, ge=1)  # stop after this many updates (None = no step limit)
+    max_steps: int | str | None = spec(1000, ge=1, check=_count_or_auto)  # stop after this many updates (None = no step limit); auto = as many as max_time allows, timed over steps 6-35
     max_epochs: int | None = spec(None, ge=1)  # stop after this many passes over the training text
     max_time: float | None = spec(None, gt=0.0)  # stop after this many seconds of training
     eval_every: int = spec(200, ge=1)  # steps between validation, sample and checkpoint
@@ -144,7 +155,7 @@ class TrainConfig(Section):
     sample_length: int = spec(200, ge=0, le=1_000_000)  # characters sampled at each evaluation (0 = none)
     seed: int = spec(1234, ge=0)  # seeds initialisation, dropout and samples
     dtype: str = spec("float32", choices=names.DTYPES)  # parameter/activation precision
-    processes: int = spec(1, ge=1, le=64)  # processes sharing each window's rows (1 = no workers)
+    processes: int | str = spec("auto", ge=1, le=64, check=_count_or_auto)  # processes sharing each window's rows (1 = no workers); auto = from the cores and the step's size
     divergence_factor: float = spec(4.0, gt=1.0)  # loss > this x its running average (or x ln V) = divergence
     rollback_lr_factor: float = spec(0.5, gt=0.0, lt=1.0)  # learning rate multiplier per rollback
     max_rollbacks: int = spec(5, ge=0)  # rollbacks allowed before training gives up
@@ -154,11 +165,20 @@ class TrainConfig(Section):
             raise ConfigError(self._key("max_steps"),
                               "train.max_steps, train.max_epochs and train.max_time are all null; "
                               "set at least one so training can stop")
+        if self.max_steps == "auto" and self.max_time is None:
+            raise ConfigError(self._key("max_steps"),
+                              "train.max_steps auto counts the steps train.max_time allows; "
+                              "set train.max_time (seconds) or give max_steps a number")
+        if self.max_steps == "auto" and self.schedule == "cosine" and self.warmup_steps < HORIZON_PILOT[-1]:
+            raise ConfigError(self._key("warmup_steps"),
+                              f"train.max_steps auto times steps {HORIZON_PILOT[0]}-{HORIZON_PILOT[-1]} "
+                              "before the cosine decay needs its horizon: set train.warmup_steps to at "
+                              f"least {HORIZON_PILOT[-1]} (now {self.warmup_steps})")
         if self.schedule == "cosine" and self.max_steps is None and self.max_epochs is None:
             raise ConfigError(self._key("schedule"),
                               "train.schedule cosine decays over a known number of steps; "
                               "set train.max_steps or train.max_epochs")
-        if self.processes > self.batch_size:
+        if isinstance(self.processes, int) and self.processes > self.batch_size:
             raise ConfigError(self._key("processes"),
                               f"train.processes ({self.processes}) must not exceed "
                               f"train.batch_size ({self.batch_size}): each process takes rows of the batch")

@@ -34,6 +34,8 @@ class Progress:
     loss_avg: float | None = None   # running average of the training loss (divergence guard)
     avg_steps: int = 0       # steps that went into loss_avg
     elapsed: float = 0.0     # seconds of training so far, over all resumed sessions
+    pilot_seconds: float = 0.0   # train.max_steps auto: time of the pilot's steps so far
+    horizon: int | None = None   # train.max_steps auto: the steps max_time allows, once timed
 
 
 class RunState:

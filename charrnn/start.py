@@ -11,6 +11,7 @@ import numpy as np
 from .adaptive import default_cutoffs, frequency_order
 from .checkpoint import model_from_checkpoint
 from .config import Config
+from .cores import available_cores
 from .corpus import Vocab, id_counts
 from .encoded import names
 from .errors import CharRNNError, UsageError
@@ -77,6 +78,31 @@ def optimizer_for(cfg: Config, model: CharRNN):
                           **{name: getattr(t, name) for name in hyperparameters(t.optimizer)})
 
 
+# train.processes auto gives each worker at least this many rows x hidden units x layers. Below
+# it a worker's elementwise calls are too small to gain from the second core: the pipes and
+# the sum of the gradients cost more than it saves (side by side on an AMD EPYC Zen 5, B x H x L
+# per worker of 2,048 ran at 0.88-0.94x one process, 4,096 at 1.03-1.38x, 8,192 at 1.19-1.24x).
+MIN_WORK_PER_PROCESS = 4096
+
+
+def worker_processes(cfg: Config, cores: int | None = None) -> tuple[int, str]:
+    """(N, why): the processes that share each window's rows, and the reason for a chosen N.
+
+    train.processes auto: as many as the cores this process may use (affinity and cgroup
+    quota, see cores.py), but no more than leaves each MIN_WORK_PER_PROCESS; 1 on one core.
+    The choice changes only speed and float rounding: the dropout masks do not depend on N."""
+    t, m = cfg.train, cfg.model
+    if t.processes != "auto":
+        n = t.processes
+        return n, f"train.processes {n}" + (f": rows split between {n} processes" if n > 1 else "")
+    cores = available_cores() if cores is None else cores
+    work = t.batch_size * m.hidden_size * m.num_layers
+    n = max(1, min(cores, t.batch_size, work // MIN_WORK_PER_PROCESS))
+    return n, ("train.processes auto: " + (f"rows split between {n} processes" if n > 1 else "1 process")
+               + f" ({cores} core{'s' if cores > 1 else ''} available; batch {t.batch_size} x "
+               f"{m.hidden_size} units x {m.num_layers} layer{'s' if m.num_layers > 1 else ''})")
+
+
 def check_trainable(cfg: Config, train_ids: np.ndarray) -> None:
     """Refuse a training text too short for one (B, T) window."""
     t = cfg.train
@@ -88,9 +114,17 @@ def check_trainable(cfg: Config, train_ids: np.ndarray) -> None:
                            "train.seq_len, or use more text")
 
 
-def total_steps(t, windows_per_epoch: int) -> int | None:
-    """The steps the run will take by max_steps and max_epochs (None: only max_time stops it)."""
-    limits = [n for n in (t.max_steps, t.max_epochs and t.max_epochs * windows_per_epoch) if n]
+def step_limit(t, horizon: int | None) -> int | None:
+    """train.max_steps as a number: the timed horizon for auto (None until it is known)."""
+    return horizon if t.max_steps == "auto" else t.max_steps
+
+
+def total_steps(t, windows_per_epoch: int, horizon: int | None = None) -> int | None:
+    """The steps the run will take by max_steps and max_epochs (None: only max_time stops it,
+    or max_steps auto has not timed its horizon yet)."""
+    limits = [n for n in (step_limit(t, horizon), t.max_epochs and t.max_epochs * windows_per_epoch) if n]
+    if t.max_steps == "auto" and horizon is None:
+        return None
     return min(limits) if limits else None
 
 

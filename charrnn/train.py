@@ -4,6 +4,7 @@
     loop: window -> loss, grads (state carried) -> clip -> optimizer step -> log
           every eval_every: val loss -> last.npz, best.npz, a sample
     stop: max_steps, max_epochs or max_time, whichever comes first; or a signal (state saved)
+          (max_steps auto: the steps max_time allows, timed over the first ones)
 
 What the run starts from is decided in start.py, its resumable state lives in run_state.py and
 its files in run_dir.py; this module puts them together and runs the steps.
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from . import metrics, run_dir as run_files
 from .checkpoint import load_checkpoint
-from .config import Config, dump_config, load_config
+from .config import HORIZON_PILOT, Config, dump_config, load_config
 from .corpus import BatchStream
 from .encoded import load_corpus
 from .errors import CharRNNError
@@ -36,7 +37,7 @@ from .parallel import SplitBatch
 from .run_state import Progress, RunState
 from .sample import generate
 from .start import (check_schedule_fits, check_trainable, initial_model, memory_estimate,
-                    optimizer_for, take_weights, total_steps)
+                    optimizer_for, step_limit, take_weights, total_steps, worker_processes)
 
 # A loss spike is judged against this exponential moving average of the training loss, once
 # it has seen enough steps to mean something.
@@ -105,7 +106,8 @@ def _session(cfg: Config, run_dir: Path, weights: tuple | None, resumed: str | N
                                "epoch; keep the data and train.seq_len as they were, or use --init-from")
     check_schedule_fits(t, stream.windows_per_epoch)
 
-    workers = _start_workers(run, t.processes)
+    processes, why = worker_processes(cfg)
+    workers = _start_workers(run, processes)
     with workers or contextlib.nullcontext():
         # --resume with --out elsewhere continues the run in a new directory: one that must not
         # already hold another run, and that starts with the checkpoints and history so far.
@@ -116,14 +118,14 @@ def _session(cfg: Config, run_dir: Path, weights: tuple | None, resumed: str | N
         dump_config(cfg, str(run_dir / "config.yaml"))
         if loaded.note:
             say(loaded.note)
-        say(_summary(run, stream, loaded))
+        say(_summary(run, stream, loaded) + f"; {why}")
         if resumed:
             say(f"resuming {resumed} at step {run.progress.step}, epoch {run.progress.epoch}")
         return _Loop(run, stream, loaded.val_ids, run_dir, show_progress, say, workers).run_until_stopped()
 
 
 def _start_workers(run: RunState, processes: int) -> SplitBatch | None:
-    """The worker processes of train.processes (None for 1), or a one-line CharRNNError."""
+    """The worker processes that share the rows (None for 1), or a one-line CharRNNError."""
     if processes == 1:
         return None
     try:
@@ -140,8 +142,7 @@ def _summary(run: RunState, stream: BatchStream, loaded) -> str:
     return (f"{model.spec.cell} {model.num_layers}x{model.hidden_size}, vocabulary {len(loaded.vocab)}, "
             f"{model.num_params():,} parameters, ~{memory / 2**20:.0f} MiB for training; "
             f"{len(loaded.train_ids):,} training / {len(loaded.val_ids):,} validation characters, "
-            f"{stream.windows_per_epoch} windows per epoch"
-            + (f"; rows split between {t.processes} processes" if t.processes > 1 else ""))
+            f"{stream.windows_per_epoch} windows per epoch")
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class _Loop:
                  show_progress: bool, say: Say, workers: SplitBatch | None):
         self.run, self.stream, self.val_ids, self.run_dir = run, stream, val_ids, run_dir
         self.p, self.t = run.progress, run.cfg.train
-        self.total = total_steps(self.t, stream.windows_per_epoch)
+        self.total = total_steps(self.t, stream.windows_per_epoch, self.p.horizon)
         self.metrics_path = run_dir / "metrics.jsonl"
         # train.eval_chars: the periodic evaluations (and best.npz) judge a fixed head of the
         # validation text, so that an evaluation costs no more than the steps between two.
@@ -197,7 +198,8 @@ class _Loop:
 
     def finished(self) -> bool:
         p, t = self.p, self.t
-        return ((t.max_steps is not None and p.step >= t.max_steps)
+        steps = step_limit(t, p.horizon)
+        return ((steps is not None and p.step >= steps)
                 or (t.max_epochs is not None and p.epoch >= t.max_epochs)
                 or (t.max_time is not None and p.elapsed >= t.max_time))
 
@@ -213,19 +215,40 @@ class _Loop:
             p.elapsed += time.perf_counter() - began
             self.roll_back(loss, norm)
             return
+        # Until max_steps auto knows its horizon the run is in warm-up, which ignores the total.
         lr = p.lr_scale * learning_rate(p.step, t.learning_rate, t.schedule, t.warmup_steps,
-                                        self.total, t.decay_rate, t.decay_every, t.min_lr)
+                                        self.total or t.warmup_steps + 1, t.decay_rate,
+                                        t.decay_every, t.min_lr)
         run.optimizer.step(run.model.params, grads, lr)
         run.state = new_state
         self.advance(loss)
         spent = time.perf_counter() - began
         p.elapsed += spent
         self.window.add(loss, norm, spent)
+        if t.max_steps == "auto" and p.horizon is None and p.step in HORIZON_PILOT:
+            self.time_the_pilot(spent)
         if p.step % t.log_every == 0:
             self.log(lr)
         self.bar.update(1)
         if p.step % t.eval_every == 0:
             self.evaluate_and_save()
+
+    def time_the_pilot(self, spent: float) -> None:
+        """train.max_steps auto: add a pilot step's time; after the last, fix the horizon at the
+        steps the rest of max_time allows at the pilot's mean speed (stored in every checkpoint
+        from then on, so that a resumed run keeps the schedule it started)."""
+        p, t = self.p, self.t
+        p.pilot_seconds += spent
+        if p.step != HORIZON_PILOT[-1]:
+            return
+        per_step = p.pilot_seconds / len(HORIZON_PILOT)
+        p.horizon = max(p.step + int((t.max_time - p.elapsed) / per_step), t.warmup_steps + 1)
+        self.total = total_steps(t, self.stream.windows_per_epoch, p.horizon)
+        self.bar.total = self.total
+        metrics.append(self.metrics_path, {"event": "horizon", "step": p.step, "horizon": p.horizon,
+                                           "seconds_per_step": per_step, "max_time": t.max_time})
+        self.out(f"step {p.step}: {per_step:.3f} s per step over steps {HORIZON_PILOT[0]}-{p.step}: "
+                 f"the schedule runs to step {p.horizon:,} in train.max_time {t.max_time:g} s")
 
     def clip(self, grads: dict) -> float:
         """Clip grads in place as train.clip_mode says; the global L2 norm before clipping."""

@@ -124,6 +124,12 @@ BAD_VALUES = [
     ("model: {cell: lstm, nonlinearity: relu}", "model.nonlinearity", "only to cell rnn"),
     ("train: {batch_size: 0}", "train.batch_size", ">= 1"),
     ("train: {seq_len: 0}", "train.seq_len", ">= 1"),
+    ("train: {max_steps: auto}", "train.max_steps", "set train.max_time"),
+    ("train: {max_steps: soon, max_time: 60}", "train.max_steps", "must be an integer or auto"),
+    ("train: {max_steps: auto, max_time: 60, schedule: cosine, warmup_steps: 10}", "train.warmup_steps",
+     "at least 35"),
+    ("train: {processes: many}", "train.processes", "must be an integer or auto"),
+    ("train: {processes: 0}", "train.processes", ">= 1"),
     ("train: {optimizer: lbfgs}", "train.optimizer", "one of sgd, adagrad, rmsprop, adam"),
     ("train: {learning_rate: 0}", "train.learning_rate", "> 0"),
     ("train: {learning_rate: -1e-3}", "train.learning_rate", "> 0"),
@@ -400,6 +406,8 @@ def _allowed(f) -> str | None:
         text = "`true`, `false`"
     else:
         return None
+    if str in kinds and (low or high):  # a count or a word (train.processes, train.max_steps)
+        text += ", `auto`"
     return text + (", `null`" if type(None) in kinds else "")
 
 

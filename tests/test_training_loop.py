@@ -107,3 +107,59 @@ def test_a_rollback_keeps_the_time_spent_on_the_steps_it_undid(cfg, tmp_path, mo
     # steps 1-4, the diverging attempt, then steps 4-8 again after the rollback to step 3
     assert (progress["step"], progress["rollbacks"]) == (8, 1)
     assert len(calls) == 10 and progress["elapsed"] == 10.0
+
+
+@pytest.fixture
+def one_second_per_step(monkeypatch):
+    """A clock that moves one second per reading: each step takes exactly one second."""
+    import itertools
+    import time
+    import types
+
+    import charrnn.train as train_module
+
+    ticks = itertools.count()
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(
+        perf_counter=lambda: float(next(ticks)), strftime=time.strftime))
+
+
+def _timed(cfg, max_time):
+    from charrnn.config import config_to_dict
+
+    raw = config_to_dict(cfg)
+    raw["train"].update(max_steps="auto", max_time=max_time, warmup_steps=40, eval_every=1000)
+    return load_config(None, base=raw)
+
+
+def test_max_steps_auto_lays_the_schedule_over_the_budget(cfg, tmp_path, one_second_per_step):
+    from charrnn import metrics
+
+    # Steps 6-35 take 30 s: the 65.5 s left after step 35 hold 65 more, so the horizon is 100.
+    outcome = train(_timed(cfg, 100.5), out_dir=str(tmp_path / "run"), show_progress=False,
+                    say=lambda message: None)
+    progress = load_checkpoint(tmp_path / "run" / "last.npz")[1]["progress"]
+    assert (progress["horizon"], progress["step"], outcome.progress.step) == (100, 100, 100)
+    records = metrics.read(tmp_path / "run" / "metrics.jsonl")
+    assert [r["horizon"] for r in records if r["event"] == "horizon"] == [100]
+    lrs = [r["lr"] for r in records if r["event"] == "train"]
+    t = cfg.train
+    assert lrs[-1] == learning_rate(99, t.learning_rate, "cosine", 40, 100, min_lr=t.min_lr)
+
+
+def test_a_run_stopped_in_its_pilot_resumes_to_the_same_weights(cfg, tmp_path, one_second_per_step):
+    from charrnn.train import resume
+
+    quiet = {"show_progress": False, "say": lambda message: None}
+    train(_timed(cfg, 100.5), out_dir=str(tmp_path / "straight"), **quiet)
+    train(_timed(cfg, 20.5), out_dir=str(tmp_path / "cut"), **quiet)
+    stopped = load_checkpoint(tmp_path / "cut" / "last.npz")[1]["progress"]
+    assert stopped["horizon"] is None and stopped["step"] == 21 and stopped["pilot_seconds"] == 16.0
+    resume(str(tmp_path / "cut" / "last.npz"), overrides=("train.max_time=100.5",), **quiet)
+    a, meta_a = load_checkpoint(tmp_path / "straight" / "last.npz")
+    b, meta_b = load_checkpoint(tmp_path / "cut" / "last.npz")
+    assert meta_b["progress"]["horizon"] == meta_a["progress"]["horizon"] == 100
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # Once timed, the horizon stays: a larger budget on resume does not stretch the schedule.
+    resume(str(tmp_path / "straight" / "last.npz"), overrides=("train.max_time=1000",), **quiet)
+    assert load_checkpoint(tmp_path / "straight" / "last.npz")[1]["progress"]["step"] == 100
