@@ -3,9 +3,9 @@
 For each configuration (cell, V, H, layers, B, T) it measures, in one run:
 
 - training chars/s (B*T / median step time) of one full float32 step: forward, loss, backward,
-  clip_grad_norm at 5, Adam. charrnn with the window's rows split between --processes worker
-  processes (train.processes; one BLAS thread each) and in one process with --np-threads BLAS
-  threads,
+  clip_grad_norm at 5, Adam. charrnn at its default settings (train.processes auto: the rows
+  split between the worker processes, one BLAS thread each, that the row's size and this
+  machine's cores call for; the "N" column) and in one process with --np-threads BLAS threads,
   against PyTorch (nn.LSTM/nn.GRU fed one-hot vectors like the
   charrnn model, + nn.Linear + cross_entropy + clip_grad_norm_ + Adam), PyTorch with whichever
   of its oneDNN (mkldnn) and native kernels was faster in a 3-step pilot of each;
@@ -413,17 +413,31 @@ def machine_info(np_threads: int, torch_threads: int, torch_version: str | None)
     }
 
 
+def processes_for(cfg, setting: str) -> int:
+    """train.processes for a row: the number given, or what charrnn's auto picks for its size."""
+    if setting != "auto":
+        return int(setting)
+    from charrnn.config import load_config
+    from charrnn.start import worker_processes
+
+    cell, V, H, L, B, T, _ = _unpack(cfg)
+    row = load_config(None, [f"model.cell={cell}", f"model.hidden_size={H}", f"model.num_layers={L}",
+                             f"train.batch_size={B}", f"train.seq_len={T}"])
+    return worker_processes(row)[0]
+
+
 def measure_once(cfg, args, have_torch: bool) -> dict:
     """One run of every measurement for one configuration, the two sides alternating."""
     cell, V, H, L, B, T, _ = _unpack(cfg)
     timing = {"cfg": cfg, "warmup": args.warmup, "steps": args.steps}
     env = _blas_env(args.np_threads)
-    row = {}
-    train = spawn("numpy_train", dict(timing, processes=args.processes), env)
+    processes = processes_for(cfg, args.processes)
+    row = {"processes": processes}
+    train = spawn("numpy_train", dict(timing, processes=processes), env)
     row["np_train"] = B * T / _median(train["times"])
     row["max_rss"], row["step_peak"] = train["max_rss"], train["step_peak"]
-    if args.processes > 1:
-        row["np_train_1p"] = B * T / _median(spawn("numpy_train", dict(timing, processes=1), env)["times"])
+    row["np_train_1p"] = (row["np_train"] if processes == 1 else
+                          B * T / _median(spawn("numpy_train", dict(timing, processes=1), env)["times"]))
     if have_torch:
         spec = dict(timing, threads=args.torch_threads, pilot=TORCH_PILOT_STEPS)
         result = spawn("torch_train", spec)
@@ -469,22 +483,22 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
         return "{} {:>4} {:>3} {} {:>2} {:>3}{}".format(cell, V, H, L, B, T, " adapt" if head == "adaptive" else "")
 
     print("\nTraining, chars/s (median step; median over runs)")
-    print(f"{'cell V H L B T':<24}{'charrnn':>9}{'1 proc':>8}{'torch':>9}{'kernel':>8}{'ratio':>7}"
+    print(f"{'cell V H L B T':<30}{'N':>2}{'charrnn':>9}{'1 proc':>8}{'torch':>9}{'kernel':>8}{'ratio':>7}"
           f"{'floor':>9}{'share':>7}{'RSS MB':>8}{'step MB':>8}")
     for r in results:
         s = r["summary"]
         torch_cols = (f"{_fmt(s.get('torch_train'), '9.0f')}{s.get('torch_train_kernel', 'n/a'):>8}"
                       f"{_fmt(s.get('train_ratio'), '7.2f')}") if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}"
-        print(f"{label(r['config']):<24}{s['np_train']:9.0f}{_fmt(s.get('np_train_1p'), '8.0f')}"
+        print(f"{label(r['config']):<30}{s['processes']:2.0f}{s['np_train']:9.0f}{_fmt(s.get('np_train_1p'), '8.0f')}"
               f"{torch_cols}{s['gemm_floor']:9.0f}"
               f"{s['share_of_floor']:7.2f}{s['max_rss'] / 2**20:8.0f}{s['step_peak'] / 2**20:8.0f}")
     print("\nSampling, chars/s")
-    print(f"{'cell V H L B T':<24}{'b1':>9}{'torch b1':>9}{'kernel':>8}{'ratio':>7}{'b64':>10}{'b64/b1':>8}")
+    print(f"{'cell V H L B T':<30}{'b1':>9}{'torch b1':>9}{'kernel':>8}{'ratio':>7}{'b64':>10}{'b64/b1':>8}")
     for r in results:
         s = r["summary"]
         torch_cols = (f"{s['torch_sample']:9.0f}{s['torch_sample_kernel']:>8}{s['sample_ratio']:7.2f}"
                       if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}")
-        print(f"{label(r['config']):<24}{s['np_sample_b1']:9.0f}{torch_cols}"
+        print(f"{label(r['config']):<30}{s['np_sample_b1']:9.0f}{torch_cols}"
               f"{s['np_sample_b64']:10.0f}{s['b64_over_b1']:8.1f}")
 
 
@@ -521,21 +535,23 @@ def main() -> None:
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters sampled with one stream")
     ap.add_argument("--batch-sample-steps", type=int, default=200, help="steps sampled with 64 streams")
     ap.add_argument("--np-threads", type=int, default=2, help="OpenBLAS threads for NumPy")
-    ap.add_argument("--processes", type=int, default=2,
-                    help="charrnn's train.processes (1: no 2nd measurement of one process)")
+    ap.add_argument("--processes", default="auto",
+                    help="charrnn's train.processes for the charrnn column: auto (the default "
+                         "setting, chosen per row) or a number")
     ap.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     ap.add_argument("--json", type=Path, help="write every raw figure and the medians here")
     args = ap.parse_args()
-    if args.steps < 1 or args.repeat < 1 or args.processes < 1:
-        raise SystemExit("--steps, --repeat and --processes must be >= 1")
+    if args.steps < 1 or args.repeat < 1 or not (args.processes == "auto" or args.processes.isdigit()
+                                                 and int(args.processes) >= 1):
+        raise SystemExit("--steps and --repeat must be >= 1, --processes auto or a number >= 1")
     configs = parse_configs(args.configs)
 
     torch_version = None if args.no_torch else torch_available()
     have_torch = torch_version is not None
     info = machine_info(args.np_threads, args.torch_threads, torch_version)
     print(f"CPU: {info['cpu']} ({info['cores']} cores); numpy {info['numpy']}, BLAS {info['blas']}")
-    print(f"threads: NumPy BLAS {args.np_threads} (charrnn: {args.processes} processes of 1), "
+    print(f"threads: NumPy BLAS {args.np_threads} (charrnn with workers: processes of 1, N per row), "
           f"torch {info['torch_threads']}; torch {info['torch']}")
     load = info["loadavg_start"]
     print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

@@ -18,8 +18,8 @@ single one, so two move the gates' bias about twice as fast).
 
 PyTorch is faster or slower per step than charrnn, so a cosine horizon of the config's
 max_steps would end its schedule at the wrong moment. `--max-steps auto` (the default) times
-the first 30 steps (still in warm-up, where the horizon does not matter yet) and lays the
-schedule over the steps the budget allows at that speed; `--max-steps config` keeps the
+steps 6-35 (still in warm-up, where the horizon does not matter yet) and lays the schedule over
+the steps the budget allows at their mean speed, as charrnn's `train.max_steps: auto` does; `--max-steps config` keeps the
 config's horizon. Writes RUN_DIR/metrics.jsonl in charrnn's format, so
 `charrnn plot runs/shakespeare-10min runs/torch-10min` overlays the runs.
 
@@ -39,14 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.config import load_config
+from charrnn.config import HORIZON_PILOT, load_config
 from charrnn.corpus import BatchStream, Vocab, eval_batches, split
 from charrnn.reading import read_text
 from charrnn.errors import CharRNNError
 from charrnn.optim import learning_rate
 from charrnn.start import initial_model
 
-_PILOT_STEPS = 30  # steps timed to set the automatic cosine horizon (after 5 warm-up steps)
 
 
 def _max_steps(text: str) -> str | int:
@@ -122,13 +121,13 @@ def main() -> None:
                      "full softmax head, without peepholes and with a val_fraction split")
     if t.max_time is None:
         parser.error("the config needs train.max_time: it is the budget")
-    if args.max_steps == "auto" and t.warmup_steps <= 5 + _PILOT_STEPS:
-        parser.error(f"--max-steps auto times steps 6-{5 + _PILOT_STEPS}, which must still be in "
-                     f"warm-up: it needs train.warmup_steps > {5 + _PILOT_STEPS} (or --max-steps N)")
+    if args.max_steps == "auto" and t.warmup_steps < HORIZON_PILOT[-1]:
+        parser.error(f"--max-steps auto times steps {HORIZON_PILOT[0]}-{HORIZON_PILOT[-1]}, which must still be in "
+                     f"warm-up: it needs train.warmup_steps >= {HORIZON_PILOT[-1]} (or --max-steps N)")
     if args.lstm_bias == "one" and cell != "lstm":
         parser.error("--lstm-bias one: the cell is a GRU, whose two biases are not redundant")
-    if args.max_steps == "config" and t.max_steps is None:
-        parser.error("--max-steps config: the config has no train.max_steps")
+    if args.max_steps == "config" and t.max_steps in (None, "auto"):
+        parser.error("--max-steps config: the config gives no number of steps (use --max-steps auto)")
     try:
         import torch
     except ImportError:
@@ -223,10 +222,11 @@ def main() -> None:
         elapsed += spent
         step, cursor = step + 1, cursor + 1
         step_times.append(spent)
-        if horizon is None and step == 5 + _PILOT_STEPS:
+        if horizon is None and step == HORIZON_PILOT[-1]:
+            # charrnn's rule (train.max_steps auto): the mean time of steps 6-35 sets the horizon.
             # At least past warm-up; a budget too short for that simply ends the run first.
-            horizon = max(step + int((budget - elapsed) / float(np.median(step_times[5:]))),
-                          t.warmup_steps + 1)
+            per_step = sum(step_times[HORIZON_PILOT[0] - 1:]) / len(HORIZON_PILOT)
+            horizon = max(step + int((budget - elapsed) / per_step), t.warmup_steps + 1)
             print(f"cosine horizon: {horizon} steps", flush=True)
         if cursor == stream.windows_per_epoch:
             cursor, epoch = 0, epoch + 1
