@@ -13,7 +13,9 @@ For each configuration (cell, V, H, layers, B, T) it measures, in one run:
   recurrent products forward and backward, weight gradients, head forward and backward), timed
   in NumPy with the same threads; "share" = floor time / charrnn step time;
 - sampling chars/s with one stream (2,000 characters: model.step + charrnn.sample.choose, against
-  PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once;
+  PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once,
+  beside the floor of a 64-stream step: its matrix products alone ("share" = floor time /
+  the step's time);
 - the peak memory of charrnn training: ru_maxrss of a fresh process that built the model and ran
   the timed steps (everything: interpreter, parameters, Adam state, the step's temporaries),
   plus, with --processes N, N times the largest worker's (an upper bound of the sum), and
@@ -227,6 +229,38 @@ def worker_numpy_gemm(cfg, warmup, steps):
     return {"times": _timed_steps(step, warmup, steps)}
 
 
+def worker_numpy_sample_floor(cfg, steps):
+    """The matrix products of one 64-stream sampling step (model.step), alone: h Wh for every
+    layer, x Wx above the first (one-hot input is a row gather), and the head for every row
+    (the adaptive head scores every cluster: its projections and outputs for all 64 rows)."""
+    import numpy as np
+
+    cell, V, H, L, B, T, head = _unpack(cfg)
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
+    rng = np.random.default_rng(0)
+
+    def rand(*shape):
+        return rng.standard_normal(shape, dtype=np.float32)
+
+    shapes = [(H, G)] * L + [(H, G)] * (L - 1)
+    if head == "adaptive":
+        from charrnn.adaptive import projection_sizes
+
+        cutoffs = _adaptive_cutoffs(V)
+        shapes.append((H, cutoffs[0] + len(cutoffs)))
+        for i, d in enumerate(projection_sizes(H, len(cutoffs), 4.0)):
+            shapes += [(H, d), (d, [*cutoffs[1:], V][i] - cutoffs[i])]
+    else:
+        shapes.append((H, V))
+    products = [(rand(64, k), rand(k, m), np.empty((64, m), np.float32)) for k, m in shapes]
+
+    def step():
+        for a, b, out in products:
+            np.matmul(a, b, out=out)
+
+    return {"times": _timed_steps(step, 20, steps)}
+
+
 def worker_numpy_sample(cfg, chars, batch_steps):
     """charrnn sampling: model.step + sample.choose, one stream and 64 streams."""
     import numpy as np
@@ -353,6 +387,8 @@ def run_worker(argv: list[str]) -> None:
         out = worker_numpy_gemm(cfg, spec["warmup"], spec["steps"])
     elif task == "numpy_sample":
         out = worker_numpy_sample(cfg, spec["chars"], spec["batch_steps"])
+    elif task == "numpy_sample_floor":
+        out = worker_numpy_sample_floor(cfg, spec["steps"])
     elif task == "torch_train":
         out = worker_torch_train(cfg, spec["warmup"], spec["steps"], spec["threads"], spec["pilot"])
     else:
@@ -448,6 +484,8 @@ def measure_once(cfg, args, have_torch: bool) -> dict:
     sample = spawn("numpy_sample", {"cfg": cfg, "chars": args.sample_chars,
                                     "batch_steps": args.batch_sample_steps}, env)
     row["np_sample_b1"], row["np_sample_b64"] = sample["b1"], sample["b64"]
+    floor = spawn("numpy_sample_floor", {"cfg": cfg, "steps": args.batch_sample_steps}, env)
+    row["sample_b64_floor"] = 64 / _median(floor["times"])
     if have_torch:
         spec = {"cfg": cfg, "chars": args.sample_chars, "threads": args.torch_threads,
                 "pilot": TORCH_PILOT_STEPS}
@@ -462,6 +500,7 @@ def summarise(runs: list[dict], have_torch: bool) -> dict:
          if isinstance(value, (int, float))}
     s["share_of_floor"] = s["np_train"] / s["gemm_floor"]
     s["b64_over_b1"] = s["np_sample_b64"] / s["np_sample_b1"]
+    s["b64_share_of_floor"] = s["np_sample_b64"] / s["sample_b64_floor"]
     if have_torch:
         for what in ("train", "sample"):
             kernels = {r[f"torch_{what}_kernel"] for r in runs}
@@ -493,13 +532,15 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
               f"{torch_cols}{s['gemm_floor']:9.0f}"
               f"{s['share_of_floor']:7.2f}{s['max_rss'] / 2**20:8.0f}{s['step_peak'] / 2**20:8.0f}")
     print("\nSampling, chars/s")
-    print(f"{'cell V H L B T':<30}{'b1':>9}{'torch b1':>9}{'kernel':>8}{'ratio':>7}{'b64':>10}{'b64/b1':>8}")
+    print(f"{'cell V H L B T':<30}{'b1':>9}{'torch b1':>9}{'kernel':>8}{'ratio':>7}{'b64':>10}{'b64/b1':>8}"
+          f"{'floor':>10}{'share':>7}")
     for r in results:
         s = r["summary"]
         torch_cols = (f"{s['torch_sample']:9.0f}{s['torch_sample_kernel']:>8}{s['sample_ratio']:7.2f}"
                       if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}")
         print(f"{label(r['config']):<30}{s['np_sample_b1']:9.0f}{torch_cols}"
-              f"{s['np_sample_b64']:10.0f}{s['b64_over_b1']:8.1f}")
+              f"{s['np_sample_b64']:10.0f}{s['b64_over_b1']:8.1f}{s['sample_b64_floor']:10.0f}"
+              f"{s['b64_share_of_floor']:7.2f}")
 
 
 def parse_configs(text: str | None) -> list[tuple]:
