@@ -58,17 +58,30 @@ class _InputRows:
         self.Wx, self.embed, self.fold = Wx, embed, fold
         self.rows: dict[int, np.ndarray] = {}
 
-    def __getitem__(self, v: int) -> np.ndarray:
-        row = self.rows.get(v)
-        if row is None:
-            if self.embed is None:
-                x = self.Wx[v]                  # one-hot: the row gather of the general step
-            else:
-                # np.take gives a fresh aligned (1, E) like embed.W[ids] in CharRNN.step, so the
-                # (1, E) @ (E, G) product below is the very call the general step makes.
-                x = np.take(self.embed, [v], axis=0) @ self.Wx
-            row = self.rows[v] = self.fold(x).reshape(-1)
+    def fill(self, v: int) -> np.ndarray:
+        """Compute, keep and return rows[v]; callers look in `rows` first."""
+        if self.embed is None:
+            x = self.Wx[v]                      # one-hot: the row gather of the general step
+        else:
+            # np.take gives a fresh aligned (1, E) like embed.W[ids] in CharRNN.step, so the
+            # (1, E) @ (E, G) product below is the very call the general step makes.
+            x = np.take(self.embed, [v], axis=0) @ self.Wx
+        row = self.rows[v] = self.fold(x).reshape(-1)
         return row
+
+
+# The layers below build their step as a closure over fixed buffers and views: a character
+# then costs no attribute look-ups or slicing beyond the NumPy calls themselves, which at these
+# sizes cost about as much as their arithmetic. step(x): x is an id (layer 0) or the layer
+# below's h (1, H); it returns this layer's h (1, H), a buffer overwritten by the next step.
+# Matrix products take (1, n) arrays, elementwise calls their 1-D views.
+
+add, multiply, subtract, matmul = np.add, np.multiply, np.subtract, np.matmul
+
+
+def _first_rows(first: _InputRows | None):
+    """(rows dict, fill) of layer 0's input rows, or (None, None) above it."""
+    return (first.rows, first.fill) if first is not None else (None, None)
 
 
 class _LSTM:
@@ -81,59 +94,55 @@ class _LSTM:
     def __init__(self, cell: LSTM, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
         k = cell._k.astype(dt)                                    # (4H,)
-        self.H = H
-        self.Wh_k = p["Wh"] * k                                   # (H, 4H)
-        self.b_k = p["b"] * k                                     # (4H,)
-        self.first = _InputRows(p["Wx"], embed, lambda x: x * k) if first else None
-        if not first:
-            self.Wx_k = p["Wx"] * k                               # (H, 4H)
-        self.peep = cell.peephole
-        if self.peep:
-            self.pif_k = -np.stack([p["pi"], p["pf"]])            # (2, H): k = -1 for i and f
-            self.po_k = -p["po"]                                  # (H,)
-        self.h2 = np.zeros((1, H), dt)                            # matmul operand; h = h2[0]
-        self.gc = np.zeros((2, H), dt)
-        self.a2 = np.empty((1, 4 * H), dt)
-        self.rec2 = np.empty((1, 4 * H), dt)
-        self.t = np.empty(H, dt)
-        self.pc = np.empty((2, H), dt)
-        self.ones = np.ones(4 * H, dt)
+        Wh_k = p["Wh"] * k                                        # (H, 4H)
+        b_k = p["b"] * k                                          # (4H,)
+        Wx_k = None if first else p["Wx"] * k                     # (H, 4H)
+        rows, fill = _first_rows(_InputRows(p["Wx"], embed, lambda x: x * k) if first else None)
+        peep = cell.peephole
+        if peep:
+            pif_k = -np.stack([p["pi"], p["pf"]])                 # (2, H): k = -1 for i and f
+            po_k = -p["po"]                                       # (H,)
+        self.h2 = h2 = np.zeros((1, H), dt)
+        self.gc = gc = np.zeros((2, H), dt)
+        a2, rec2 = np.empty((1, 4 * H), dt), np.empty((1, 4 * H), dt)
+        t, pc, ones = np.empty(H, dt), np.empty((2, H), dt), np.ones(4 * H, dt)
+        a, rec, h = a2[0], rec2[0], h2[0]
+        a_if = a[: 2 * H].reshape(2, H)
+        a_sig, ones_sig = (a[: 3 * H], ones[: 3 * H]) if peep else (a, ones)
+        s, o, g, c, ones_h = a[2 * H : 3 * H], a[3 * H :], gc[0], gc[1], ones[:H]
+
+        def step(x):
+            if rows is not None:
+                # General: ((Wx[v] + h Wh) + b) k. Here (h Wh k + Wx[v] k) + b k: the same bits.
+                matmul(h2, Wh_k, out=a2)
+                row = rows.get(x)
+                add(a, fill(x) if row is None else row, out=a)
+            else:
+                matmul(x, Wx_k, out=a2)
+                matmul(h2, Wh_k, out=rec2)
+                add(a, rec, out=a)
+            add(a, b_k, out=a)
+            if peep:
+                multiply(pif_k, c, out=pc)                        # the previous cell, before c moves
+                add(a_if, pc, out=a_if)
+            _sigmoid_of_negated(a_sig, ones_sig)
+            add(s, s, out=g)                                      # g = tanh(a_g) = 2 s - 1
+            subtract(g, ones_h, out=g)
+            multiply(gc, a_if, out=gc)                            # g i, c f
+            add(c, g, out=c)                                      # c' = f c + i g
+            if peep:
+                multiply(po_k, c, out=t)
+                add(o, t, out=o)
+                _sigmoid_of_negated(o, ones_h)
+            np.tanh(c, out=t)
+            multiply(o, t, out=h)
+            return h2
+
+        self.step = step
 
     def reset(self) -> None:
         self.h2.fill(0)
         self.gc.fill(0)
-
-    def step(self, x) -> np.ndarray:
-        """x: an id (layer 0) or the layer below's h (1, H). Returns h (1, H), this layer's buffer."""
-        H, a2, h2, gc, t, ones = self.H, self.a2, self.h2, self.gc, self.t, self.ones
-        a = a2[0]
-        if self.first is not None:
-            # General: ((Wx[v] + h Wh) + b) k. Here (h Wh k + Wx[v] k) + b k: the same bits.
-            np.matmul(h2, self.Wh_k, out=a2)
-            np.add(a, self.first[x], out=a)
-        else:
-            np.matmul(x, self.Wx_k, out=a2)
-            np.matmul(h2, self.Wh_k, out=self.rec2)
-            np.add(a, self.rec2[0], out=a)
-        np.add(a, self.b_k, out=a)
-        if self.peep:
-            np.multiply(self.pif_k, gc[1], out=self.pc)           # the previous cell, before c moves
-            np.add(a[: 2 * H].reshape(2, H), self.pc, out=a[: 2 * H].reshape(2, H))
-            _sigmoid_of_negated(a[: 3 * H], ones[: 3 * H])
-        else:
-            _sigmoid_of_negated(a, ones)
-        s, o, g, c = a[2 * H : 3 * H], a[3 * H :], gc[0], gc[1]
-        np.add(s, s, out=g)                                       # g = tanh(a_g) = 2 s - 1
-        np.subtract(g, ones[:H], out=g)
-        np.multiply(gc, a[: 2 * H].reshape(2, H), out=gc)         # g i, c f
-        np.add(c, g, out=c)                                       # c' = f c + i g
-        if self.peep:
-            np.multiply(self.po_k, c, out=t)
-            np.add(o, t, out=o)
-            _sigmoid_of_negated(o, ones[:H])
-        np.tanh(c, out=t)
-        np.multiply(o, t, out=h2[0])
-        return h2
 
 
 class _GRU:
@@ -145,102 +154,107 @@ class _GRU:
 
     def __init__(self, cell: GRU, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
-        k, bias_x, self.bhn_k = cell._scaled(p, dt)               # (3H,), (3H,), (H,)
-        self.H = H
-        self.Wh_k = p["Wh"] * k                                   # (H, 3H)
-        self.first = _InputRows(p["Wx"], embed, lambda x: (x + bias_x) * k) if first else None
+        k, bias_x, bhn_k = cell._scaled(p, dt)                    # (3H,), (3H,), (H,)
+        Wh_k = p["Wh"] * k                                        # (H, 3H)
+        rows, fill = _first_rows(_InputRows(p["Wx"], embed, lambda x: (x + bias_x) * k) if first else None)
         if not first:
-            self.Wx_k = p["Wx"] * k                               # (H, 3H)
-            self.bx_k = bias_x * k                                # (3H,)
-        self.h2 = np.zeros((1, H), dt)
-        self.ax2 = np.empty((1, 3 * H), dt)
-        self.rec2 = np.empty((1, 3 * H), dt)
-        self.n = np.empty(H, dt)
-        self.t = np.empty(H, dt)
-        self.ones = np.ones(2 * H, dt)
+            Wx_k = p["Wx"] * k                                    # (H, 3H)
+            bx_k = bias_x * k                                     # (3H,)
+        self.h2 = h2 = np.zeros((1, H), dt)
+        ax2, rec2 = np.empty((1, 3 * H), dt), np.empty((1, 3 * H), dt)
+        n, t, ones = np.empty(H, dt), np.empty(H, dt), np.ones(2 * H, dt)
+        rec, h, ones_h = rec2[0], h2[0], ones[:H]
+        rz, r, z, hn = rec[: 2 * H], rec[:H], rec[H : 2 * H], rec[2 * H :]
+
+        def step(x):
+            if rows is not None:
+                ax = rows.get(x)
+                if ax is None:
+                    ax = fill(x)
+            else:
+                matmul(x, Wx_k, out=ax2)
+                ax = ax2[0]
+                add(ax, bx_k, out=ax)
+            matmul(h2, Wh_k, out=rec2)
+            add(rz, ax[: 2 * H], out=rz)
+            _sigmoid_of_negated(rz, ones)
+            add(hn, bhn_k, out=hn)
+            multiply(r, hn, out=n)
+            add(ax[2 * H :], n, out=n)
+            _sigmoid_of_negated(n, ones_h)
+            add(n, n, out=n)                                      # n = tanh(...) = 2 s - 1
+            subtract(n, ones_h, out=n)
+            subtract(h, n, out=t)                                 # h' = n + z (h - n)
+            multiply(t, z, out=t)
+            add(n, t, out=h)
+            return h2
+
+        self.step = step
 
     def reset(self) -> None:
         self.h2.fill(0)
-
-    def step(self, x) -> np.ndarray:
-        H, rec2, n, t, h2, ones = self.H, self.rec2, self.n, self.t, self.h2, self.ones
-        if self.first is not None:
-            ax = self.first[x]
-        else:
-            np.matmul(x, self.Wx_k, out=self.ax2)
-            ax = self.ax2[0]
-            np.add(ax, self.bx_k, out=ax)
-        np.matmul(h2, self.Wh_k, out=rec2)
-        rec, h = rec2[0], h2[0]
-        rz, hn = rec[: 2 * H], rec[2 * H :]
-        np.add(rz, ax[: 2 * H], out=rz)
-        _sigmoid_of_negated(rz, ones)
-        np.add(hn, self.bhn_k, out=hn)
-        np.multiply(rec[:H], hn, out=n)
-        np.add(ax[2 * H :], n, out=n)
-        _sigmoid_of_negated(n, ones[:H])
-        np.add(n, n, out=n)                                       # n = tanh(...) = 2 s - 1
-        np.subtract(n, ones[:H], out=n)
-        np.subtract(h, n, out=t)                                  # h' = n + z (h - n)
-        np.multiply(t, rec[H : 2 * H], out=t)
-        np.add(n, t, out=h)
-        return h2
 
 
 class _RNN:
-    """One vanilla RNN layer. State: h (1, H); two buffers that swap, since h' is computed from
-    h Wh into a buffer of its own."""
+    """One vanilla RNN layer. State: h (1, H), in one of two buffers that swap, since h' is
+    computed from h Wh into a buffer of its own."""
 
     def __init__(self, cell: RNN, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
-        self.Wh, self.Wx, self.b = p["Wh"], p["Wx"], p["b"]       # (H, H), (D, H), (H,)
-        self.first = _InputRows(p["Wx"], embed, lambda x: x) if first else None
-        self.relu = cell.nonlinearity == "relu"
-        self.h2 = np.zeros((1, H), dt)
-        self.spare2 = np.empty((1, H), dt)
-        self.xw2 = np.empty((1, H), dt)
-        self.zero = np.zeros(H, dt)
+        Wh, Wx, b = p["Wh"], p["Wx"], p["b"]                      # (H, H), (D, H), (H,)
+        rows, fill = _first_rows(_InputRows(Wx, embed, lambda x: x) if first else None)
+        relu = cell.nonlinearity == "relu"
+        buffers = [np.zeros((1, H), dt), np.zeros((1, H), dt)]   # [h, spare]
+        self.buffers = buffers
+        xw2, zero = np.empty((1, H), dt), np.zeros(H, dt)
+        xw = xw2[0]
+
+        def step(x):
+            h2, a2 = buffers
+            a = a2[0]
+            matmul(h2, Wh, out=a2)                                # general: (x Wx + h Wh) + b
+            if rows is not None:
+                row = rows.get(x)
+                add(a, fill(x) if row is None else row, out=a)
+            else:
+                matmul(x, Wx, out=xw2)
+                add(a, xw, out=a)
+            add(a, b, out=a)
+            if relu:
+                np.maximum(a, zero, out=a)
+            else:
+                np.tanh(a, out=a)
+            buffers.reverse()
+            return a2
+
+        self.step = step
 
     def reset(self) -> None:
-        self.h2.fill(0)
-
-    def step(self, x) -> np.ndarray:
-        a2 = self.spare2
-        a = a2[0]
-        np.matmul(self.h2, self.Wh, out=a2)                       # general: (x Wx + h Wh) + b
-        if self.first is not None:
-            np.add(a, self.first[x], out=a)
-        else:
-            np.matmul(x, self.Wx, out=self.xw2)
-            np.add(a, self.xw2[0], out=a)
-        np.add(a, self.b, out=a)
-        if self.relu:
-            np.maximum(a, self.zero, out=a)
-        else:
-            np.tanh(a, out=a)
-        self.spare2, self.h2 = self.h2, a2
-        return a2
+        self.buffers[0].fill(0)
 
 
 _LAYERS = {LSTM: _LSTM, GRU: _GRU, RNN: _RNN}
 
 
 class _FullHead:
-    """logits (1, V) = h W + b into one buffer."""
+    """run(h (1, H)) -> logits (1, V) = h W + b, into one buffer."""
 
     def __init__(self, params: dict, dt):
-        self.W, self.b = params["head.W"], params["head.b"]       # (H, V), (V,)
-        self.out = np.empty((1, self.W.shape[1]), dt)
+        W, b = params["head.W"], params["head.b"]                 # (H, V), (V,)
+        self.out = out = np.empty((1, W.shape[1]), dt)
+        out1 = out[0]
 
-    def __call__(self, h2: np.ndarray) -> np.ndarray:
-        out = self.out
-        np.matmul(h2, self.W, out=out)
-        np.add(out[0], self.b, out=out[0])
-        return out
+        def head(h2):
+            matmul(h2, W, out=out)
+            add(out1, b, out=out1)
+            return out
+
+        self.run = head
 
 
 class _AdaptiveHead:
-    """The (1, V) log-probabilities of AdaptiveHead.log_probs, in the model dtype, into buffers.
+    """run(h (1, H)) -> the (1, V) log-probabilities of AdaptiveHead.log_probs, in the model
+    dtype, into buffers.
 
     A (1, n) row reduced over axis 1 and the same n values as a 1-D array are summed by the same
     pairwise loop, so the 1-D calls here give the general head's bits."""
@@ -263,7 +277,7 @@ class _AdaptiveHead:
         np.exp(z, out=e)
         np.subtract(z, np.log(e.sum()), out=z)
 
-    def __call__(self, h2: np.ndarray) -> np.ndarray:
+    def run(self, h2: np.ndarray) -> np.ndarray:
         z2, c0, ranked, bounds = self.z2, self.c0, self.ranked, self.bounds
         z = z2[0]
         np.matmul(h2, self.W, out=z2)
@@ -300,6 +314,10 @@ class OneStream:
         self.head = _AdaptiveHead(adaptive, params, dt) if adaptive else _FullHead(params, dt)
         self.vocab_size = self.head.out.shape[1]
         self.z = np.empty((1, self.vocab_size))                   # float64: draw's work buffer
+        self._c = self.z[0]                                       # (V,) view of z
+        self._top = np.empty(1)
+        self._steps = [layer.step for layer in self.layers]
+        self._head = self.head.run
 
     def reset(self) -> None:
         """Back to the zero state (model.init_state(1))."""
@@ -314,9 +332,9 @@ class OneStream:
         general cells enter it per call): exp(-a) = inf gives sigmoid(a) = 0, the exact limit.
         The flag only silences the warning; no value depends on it."""
         x = token
-        for layer in self.layers:
-            x = layer.step(x)
-        return self.head(x)
+        for step in self._steps:
+            x = step(x)
+        return self._head(x)
 
     def draw(self, logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None,
@@ -329,35 +347,25 @@ class OneStream:
         That set is a prefix (c never decreases, nor does rounding c_j / C), so a binary search
         for u * C finds its end up to rounding, and comparing c_j / C <= u itself, in the same
         float64 division, at the one or two ids next to it makes the count exact."""
-        z = self.z
-        if allowed is None:
-            # max of the model-dtype logits = max of their float64 copy; subtracting it in float64
-            # while converting saves the separate copy.
-            top = logits.max()
-            if not math.isfinite(top):
-                _raise_non_finite(np.array([top]))
-            if temperature == 0:
-                return int(logits.argmax())
-            np.subtract(logits, top, out=z, dtype=np.float64)
-        else:
-            np.copyto(z, logits)
+        z, c, top = self.z, self._c, self._top
+        np.copyto(z, logits)  # with the cast, cheaper than a subtraction that also converts
+        if allowed is not None:
             _apply_mask(z, allowed)
-            top = z.max()
-            if not math.isfinite(top):
-                _raise_non_finite(np.array([top]))
-            if temperature == 0:
-                return int(z.argmax())
-            np.subtract(z, top, out=z)
+        np.maximum.reduce(c, out=top, keepdims=True)
+        if not math.isfinite(top.item(0)):
+            _raise_non_finite(top)
+        if temperature == 0:
+            return int(c.argmax())
+        subtract(c, top, out=c)
         if temperature != 1:
-            np.divide(z, temperature, out=z)
+            np.divide(c, temperature, out=c)
         V = self.vocab_size
         if top_k is not None and top_k < V:
             kth = np.partition(z, V - top_k, axis=1)[:, V - top_k, None]
             z[z < kth] = -np.inf
-        np.exp(z, out=z)
+        np.exp(c, out=c)
         if top_p is not None and top_p < 1:
             _keep_nucleus(z, top_p)
-        c = z[0]
         np.add.accumulate(c, out=c)                               # = np.cumsum, minus its wrapper
         total = c.item(-1)
         u = rng.random()
