@@ -163,6 +163,23 @@ def test_draw_at_extreme_and_boundary_uniforms(u):
             assert stream.draw(logits, FixedUniform(u), temperature) == int(expected[0])
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_draw_at_uniforms_on_and_next_to_each_cumulative_probability(temperature):
+    # The draw's binary search is on u * C, the general count on c_j / C <= u; u set to each
+    # c_j / C itself and to its neighbours puts every boundary where the two could differ.
+    V = 50
+    stream = make_model(CELLS[0], 0, "full", "float32", V).one_stream()
+    data = np.random.default_rng(8)
+    for _ in range(20):
+        logits = (data.standard_normal((1, V)) * 4).astype(np.float32)
+        z = logits[0].astype(np.float64)
+        c = np.cumsum(np.exp((z - z.max()) / temperature))
+        for share in c[:-1] / c[-1]:
+            for u in (np.nextafter(share, 0), share, np.nextafter(share, 1)):
+                expected = choose(logits, FixedUniform(float(u)), temperature)
+                assert stream.draw(logits, FixedUniform(float(u)), temperature) == int(expected[0])
+
+
 def test_draw_reports_nan_logits_and_impossible_masks_like_choose():
     stream = make_model(CELLS[0], 0, "full", "float32", 8).one_stream()
     rng = np.random.default_rng(0)
