@@ -12,7 +12,8 @@ For each configuration (cell, V, H, layers, B, T) it measures, in one run:
 - the GEMM-only floor: the matrix products of the charrnn step alone (input projections, the T
   recurrent products forward and backward, weight gradients, head forward and backward), timed
   in NumPy with the same threads; "share" = floor time / charrnn step time;
-- sampling chars/s with one stream (2,000 characters: model.step + charrnn.sample.choose, against
+- sampling chars/s with one stream (2,000 characters: the lean OneStream path of `charrnn sample`,
+  and the general model.step + charrnn.sample.choose it replaced, timed alternately, against
   PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once,
   beside the floor of a 64-stream step: its matrix products alone ("share" = floor time /
   the step's time);
@@ -31,6 +32,7 @@ the median over the R runs.
     python benchmarks/bench_speed.py --json runs/bench.json            # all, median of 3 runs
     python benchmarks/bench_speed.py --configs 0,3 --repeat 1 --steps 20
     python benchmarks/bench_speed.py --configs gru:65:256:2:64:64 --no-torch
+    python benchmarks/bench_speed.py --sampling-only                   # the sampling table alone
 
 Without PyTorch installed the torch columns say n/a and everything else still runs.
 """
@@ -67,6 +69,8 @@ LOAD_WARNING = 0.5
 # PyTorch runs this many steps (x20 characters when sampling) with its oneDNN kernels and with
 # its native ones; the measurement proper then uses the faster setting.
 TORCH_PILOT_STEPS = 3
+# One-stream sampling times the lean and the general path alternately this many times each.
+SAMPLE_ROUNDS = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,24 +266,52 @@ def worker_numpy_sample_floor(cfg, steps):
 
 
 def worker_numpy_sample(cfg, chars, batch_steps):
-    """charrnn sampling: model.step + sample.choose, one stream and 64 streams."""
+    """charrnn sampling: one stream through the lean path `charrnn sample` takes (OneStream.step
+    + draw, under one errstate per 32 characters as in sample.generate) and through the general
+    one it took before (model.step + sample.choose, batch 1), alternately SAMPLE_ROUNDS times,
+    the median of each; and 64 streams at once (model.step + choose)."""
     import numpy as np
 
     from charrnn.sample import choose
 
     model, _, _, rng = _numpy_model(cfg)
-    result = {}
-    for batch, n in ((1, chars), (64, batch_steps)):
-        state = model.init_state(batch)
-        ids = np.zeros(batch, dtype=np.int64)
-        for _ in range(20):  # warm-up
-            logits, state = model.step(ids, state)
-            ids = choose(logits, rng)
-        start = time.perf_counter()
+    stream = model.one_stream()
+
+    def general(n):
+        state, ids = model.init_state(1), np.zeros(1, dtype=np.int64)
         for _ in range(n):
             logits, state = model.step(ids, state)
             ids = choose(logits, rng)
-        result[f"b{batch}"] = batch * n / (time.perf_counter() - start)
+
+    def lean(n):
+        stream.reset()
+        token = 0
+        for start in range(0, n, 32):
+            with np.errstate(over="ignore"):
+                for _ in range(min(32, n - start)):
+                    token = stream.draw(stream.step(token), rng)
+
+    def chars_per_s(run, n):
+        run(20)  # warm-up
+        start = time.perf_counter()
+        run(n)
+        return n / (time.perf_counter() - start)
+
+    rounds = {"b1": [], "b1_general": []}
+    for _ in range(SAMPLE_ROUNDS):
+        rounds["b1_general"].append(chars_per_s(general, chars))
+        rounds["b1"].append(chars_per_s(lean, chars))
+    result = {key: _median(values) for key, values in rounds.items()}
+    state = model.init_state(64)
+    ids = np.zeros(64, dtype=np.int64)
+    for _ in range(20):  # warm-up
+        logits, state = model.step(ids, state)
+        ids = choose(logits, rng)
+    start = time.perf_counter()
+    for _ in range(batch_steps):
+        logits, state = model.step(ids, state)
+        ids = choose(logits, rng)
+    result["b64"] = 64 * batch_steps / (time.perf_counter() - start)
     return result
 
 
@@ -467,6 +499,26 @@ def measure_once(cfg, args, have_torch: bool) -> dict:
     cell, V, H, L, B, T, _ = _unpack(cfg)
     timing = {"cfg": cfg, "warmup": args.warmup, "steps": args.steps}
     env = _blas_env(args.np_threads)
+    row = {}
+    if not args.sampling_only:
+        row.update(_measure_training(cfg, args, have_torch, timing, env))
+    sample = spawn("numpy_sample", {"cfg": cfg, "chars": args.sample_chars,
+                                    "batch_steps": args.batch_sample_steps}, env)
+    row["np_sample_b1"], row["np_sample_b1_general"] = sample["b1"], sample["b1_general"]
+    row["np_sample_b64"] = sample["b64"]
+    floor = spawn("numpy_sample_floor", {"cfg": cfg, "steps": args.batch_sample_steps}, env)
+    row["sample_b64_floor"] = 64 / _median(floor["times"])
+    if have_torch:
+        spec = {"cfg": cfg, "chars": args.sample_chars, "threads": args.torch_threads,
+                "pilot": TORCH_PILOT_STEPS}
+        result = spawn("torch_sample", spec)
+        row["torch_sample"], row["torch_sample_kernel"] = result["b1"], result["kernel"]
+    return row
+
+
+def _measure_training(cfg, args, have_torch: bool, timing: dict, env: dict) -> dict:
+    """The training figures of measure_once."""
+    cell, V, H, L, B, T, _ = _unpack(cfg)
     processes = processes_for(cfg, args.processes)
     row = {"processes": processes}
     train = spawn("numpy_train", dict(timing, processes=processes), env)
@@ -481,16 +533,6 @@ def measure_once(cfg, args, have_torch: bool) -> dict:
         row["torch_train_kernel"] = result["kernel"]
         row["torch_train_pilot"] = result["pilot_chars_per_s"]
     row["gemm_floor"] = B * T / _median(spawn("numpy_gemm", timing, env)["times"])
-    sample = spawn("numpy_sample", {"cfg": cfg, "chars": args.sample_chars,
-                                    "batch_steps": args.batch_sample_steps}, env)
-    row["np_sample_b1"], row["np_sample_b64"] = sample["b1"], sample["b64"]
-    floor = spawn("numpy_sample_floor", {"cfg": cfg, "steps": args.batch_sample_steps}, env)
-    row["sample_b64_floor"] = 64 / _median(floor["times"])
-    if have_torch:
-        spec = {"cfg": cfg, "chars": args.sample_chars, "threads": args.torch_threads,
-                "pilot": TORCH_PILOT_STEPS}
-        result = spawn("torch_sample", spec)
-        row["torch_sample"], row["torch_sample_kernel"] = result["b1"], result["kernel"]
     return row
 
 
@@ -498,14 +540,17 @@ def summarise(runs: list[dict], have_torch: bool) -> dict:
     """Median over runs of every figure, then the derived ratios."""
     s = {key: _median([r[key] for r in runs]) for key, value in runs[0].items()
          if isinstance(value, (int, float))}
-    s["share_of_floor"] = s["np_train"] / s["gemm_floor"]
+    if "np_train" in s:
+        s["share_of_floor"] = s["np_train"] / s["gemm_floor"]
     s["b64_over_b1"] = s["np_sample_b64"] / s["np_sample_b1"]
     s["b64_share_of_floor"] = s["np_sample_b64"] / s["sample_b64_floor"]
+    s["lean_over_general"] = s["np_sample_b1"] / s["np_sample_b1_general"]
     if have_torch:
-        for what in ("train", "sample"):
+        for what in ("train", "sample") if "np_train" in s else ("sample",):
             kernels = {r[f"torch_{what}_kernel"] for r in runs}
             s[f"torch_{what}_kernel"] = kernels.pop() if len(kernels) == 1 else "mixed"  # across runs
-        s["train_ratio"] = s["np_train"] / s["torch_train"]
+        if "np_train" in s:
+            s["train_ratio"] = s["np_train"] / s["torch_train"]
         s["sample_ratio"] = s["np_sample_b1"] / s["torch_sample"]
     return s
 
@@ -521,6 +566,21 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
         cell, V, H, L, B, T, head = _unpack(cfg)
         return "{} {:>4} {:>3} {} {:>2} {:>3}{}".format(cell, V, H, L, B, T, " adapt" if head == "adaptive" else "")
 
+    if "np_train" in results[0]["summary"]:
+        _print_training(results, have_torch, label)
+    print("\nSampling, chars/s (b1: the lean one-stream path; general: model.step + choose, batch 1)")
+    print(f"{'cell V H L B T':<30}{'b1':>9}{'general':>9}{'lean/gen':>9}{'torch b1':>9}{'kernel':>8}"
+          f"{'ratio':>7}{'b64':>10}{'b64/b1':>8}{'floor':>10}{'share':>7}")
+    for r in results:
+        s = r["summary"]
+        torch_cols = (f"{s['torch_sample']:9.0f}{s['torch_sample_kernel']:>8}{s['sample_ratio']:7.2f}"
+                      if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}")
+        print(f"{label(r['config']):<30}{s['np_sample_b1']:9.0f}{s['np_sample_b1_general']:9.0f}"
+              f"{s['lean_over_general']:9.2f}{torch_cols}{s['np_sample_b64']:10.0f}{s['b64_over_b1']:8.1f}"
+              f"{s['sample_b64_floor']:10.0f}{s['b64_share_of_floor']:7.2f}")
+
+
+def _print_training(results: list[dict], have_torch: bool, label) -> None:
     print("\nTraining, chars/s (median step; median over runs)")
     print(f"{'cell V H L B T':<30}{'N':>2}{'charrnn':>9}{'1 proc':>8}{'torch':>9}{'kernel':>8}{'ratio':>7}"
           f"{'floor':>9}{'share':>7}{'RSS MB':>8}{'step MB':>8}")
@@ -531,16 +591,6 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
         print(f"{label(r['config']):<30}{s['processes']:2.0f}{s['np_train']:9.0f}{_fmt(s.get('np_train_1p'), '8.0f')}"
               f"{torch_cols}{s['gemm_floor']:9.0f}"
               f"{s['share_of_floor']:7.2f}{s['max_rss'] / 2**20:8.0f}{s['step_peak'] / 2**20:8.0f}")
-    print("\nSampling, chars/s")
-    print(f"{'cell V H L B T':<30}{'b1':>9}{'torch b1':>9}{'kernel':>8}{'ratio':>7}{'b64':>10}{'b64/b1':>8}"
-          f"{'floor':>10}{'share':>7}")
-    for r in results:
-        s = r["summary"]
-        torch_cols = (f"{s['torch_sample']:9.0f}{s['torch_sample_kernel']:>8}{s['sample_ratio']:7.2f}"
-                      if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}")
-        print(f"{label(r['config']):<30}{s['np_sample_b1']:9.0f}{torch_cols}"
-              f"{s['np_sample_b64']:10.0f}{s['b64_over_b1']:8.1f}{s['sample_b64_floor']:10.0f}"
-              f"{s['b64_share_of_floor']:7.2f}")
 
 
 def parse_configs(text: str | None) -> list[tuple]:
@@ -581,6 +631,8 @@ def main() -> None:
                          "setting, chosen per row) or a number")
     ap.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    ap.add_argument("--sampling-only", action="store_true",
+                    help="measure sampling only (no training, floor or memory figures)")
     ap.add_argument("--json", type=Path, help="write every raw figure and the medians here")
     args = ap.parse_args()
     if args.steps < 1 or args.repeat < 1 or not (args.processes == "auto" or args.processes.isdigit()

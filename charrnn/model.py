@@ -20,6 +20,7 @@ import numpy as np
 from .adaptive import AdaptiveHead
 from .cells import make_cell
 from .functional import scatter_add_rows, softmax_cross_entropy_
+from .stepper import OneStream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,3 +291,11 @@ class CharRNN:
         if self.adaptive:
             return self.adaptive.log_probs(self.params, inp), new_state
         return inp @ self.params["head.W"] + self.params["head.b"], new_state
+
+    def one_stream(self) -> OneStream | None:
+        """The lean batch-1 twin of step (charrnn.stepper) over the current parameters: the same
+        logits and draws, without step's per-character allocations. None for a subclass that
+        overrides step, whose logits the twin would not reproduce."""
+        if type(self).step is not CharRNN.step:
+            return None
+        return OneStream(self.cells, self.params, bool(self.embedding_size), self.adaptive)

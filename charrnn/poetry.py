@@ -20,6 +20,7 @@ needs NumPy only.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -29,7 +30,7 @@ import numpy as np
 from charrnn.constraints import VerseConstraints, templates_fitting_forced
 from charrnn.errors import CharRNNError, UsageError
 from charrnn.prosody import PING, SCHEMES, TEMPLATES, ZE, RhymeBook, check_template, load_book
-from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose, start_id
+from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose, one_stream, start_id
 
 COMMA, PERIOD = "，", "。"
 # Fed before a poem's first character: the end of the previous poem.
@@ -299,28 +300,37 @@ def compose_scored(model, vocab, form: str, rng: np.random.Generator, *, num: in
     prev = np.full(rows, start_id(vocab, _POEM_START), dtype=np.int64)
     state = model.init_state(rows)
     all_rows = np.arange(rows)
-    for slot in range(out.shape[1]):
-        logits, state = model.step(prev, state)
-        line, column = divmod(slot, width)
-        if slot in forced:
-            prev = np.full(rows, forced[slot], dtype=np.int64)
-        else:
-            at_end = column == spec.chars - 1
-            unbanned = (_unbanned(completions, out[:, slot - column:slot], tokens, han)
-                        if at_end and completions else None)
-            allowed = limits.allowed(line, column, unbanned)
-            scored = logits
-            if repeat_penalty:
-                penalised = written.copy()
-                if column > 0:
-                    penalised[all_rows, prev] = False  # 叠字: the character just written may follow
-                scored = logits - np.float32(repeat_penalty) * penalised
-            prev = choose(scored, rng, temperature, top_k, top_p, allowed)
-        nll -= _log_softmax_at(logits, prev)
-        if column < spec.chars:
-            limits.update(line, column, prev)
-            written[all_rows, prev] = True
-        out[:, slot] = prev
+    # One poem: the lean stepper (the same logits and draws), under one errstate for the poem.
+    stream = one_stream(model, rows)
+    with np.errstate(over="ignore") if stream is not None else contextlib.nullcontext():
+        for slot in range(out.shape[1]):
+            if stream is not None:
+                logits = stream.step(int(prev[0]))
+            else:
+                logits, state = model.step(prev, state)
+            line, column = divmod(slot, width)
+            if slot in forced:
+                prev = np.full(rows, forced[slot], dtype=np.int64)
+            else:
+                at_end = column == spec.chars - 1
+                unbanned = (_unbanned(completions, out[:, slot - column:slot], tokens, han)
+                            if at_end and completions else None)
+                allowed = limits.allowed(line, column, unbanned)
+                scored = logits
+                if repeat_penalty:
+                    penalised = written.copy()
+                    if column > 0:
+                        penalised[all_rows, prev] = False  # 叠字: the character just written may follow
+                    scored = logits - np.float32(repeat_penalty) * penalised
+                if stream is not None:
+                    prev = np.array([stream.draw(scored, rng, temperature, top_k, top_p, allowed)])
+                else:
+                    prev = choose(scored, rng, temperature, top_k, top_p, allowed)
+            nll -= _log_softmax_at(logits, prev)
+            if column < spec.chars:
+                limits.update(line, column, prev)
+                written[all_rows, prev] = True
+            out[:, slot] = prev
     nll /= out.shape[1]
     pick = np.arange(num) * best_of + nll.reshape(num, best_of).argmin(axis=1)
     return Composition(["".join(tokens[i] for i in out[b]) for b in pick], nll[pick])

@@ -21,7 +21,7 @@ from charrnn.errors import CharRNNError, UsageError
 if TYPE_CHECKING:
     from charrnn.corpus import Vocab
 
-__all__ = ["choose", "check_count", "check_sampling_options", "generate", "StepModel"]
+__all__ = ["choose", "check_count", "check_sampling_options", "generate", "one_stream", "StepModel"]
 
 # With an empty prime the model still needs an input to produce its first logits: the first of
 # these characters that the vocabulary has (a line break is where text naturally begins), else id 0.
@@ -46,6 +46,9 @@ class StepModel(Protocol):
 
     def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
         """ids (B,) int -> logits (B, V) float, new state; `state` is left unchanged."""
+
+    # Optional: one_stream() -> a charrnn.stepper.OneStream giving the same logits for one
+    # stream, faster, or None. `generate` and `poetry.compose` use it at batch size 1.
 
 
 def check_sampling_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -231,6 +234,10 @@ def generate(
     prime_text = vocab.decode(prime_ids)
     # Allocated here, not in the generator: a request too large to allocate fails before any output.
     out = np.empty((num_samples, length), dtype=np.int64)
+    stream = one_stream(model, num_samples)
+    if stream is not None:
+        options = (temperature, top_k, top_p)
+        return _stream_lean(stream, vocab, prime_text, context, rng, options, out[0], stop_ids)
     if num_samples == 1:
         return _stream_one(vocab, prime_text, steps, out[0], stop_ids)
     return _stream_many(vocab, prime_text, steps, out, stop_ids)
@@ -325,6 +332,47 @@ def _stream_one(vocab, prime_text, steps, out, stop_ids) -> Iterator[str]:
             yield vocab.decode(out[start:done])
             start = done
     if done > start:
+        yield vocab.decode(out[start:done])
+
+
+def one_stream(model, batch_size: int):
+    """The model's lean one-stream stepper (charrnn.stepper.OneStream, from CharRNN.one_stream)
+    when batch_size is 1 and the model offers one, else None: then model.step and choose serve."""
+    make = getattr(model, "one_stream", None)
+    return make() if batch_size == 1 and make is not None else None
+
+
+def _stream_lean(stream, vocab, prime_text, context, rng, options, out, stop_ids) -> Iterator[str]:
+    """_stream_one's chunks, from a OneStream: the same draws in the same order, so the same
+    text. out (length,): where the sample's ids are collected.
+
+    np.errstate is entered once per chunk rather than once per layer and character, and never
+    held across a yield, where it would apply to the consumer's code."""
+    if prime_text:
+        yield prime_text
+    length = len(out)
+    if length == 0:
+        return
+    n_stop = 0 if stop_ids is None else len(stop_ids)
+    last_stop_id = -1 if stop_ids is None else int(stop_ids[-1])  # ids are >= 0: never matches
+    temperature, top_k, top_p = options
+    step, draw = stream.step, stream.draw
+    with np.errstate(over="ignore"):
+        for token in context:
+            logits = step(token)
+    done, stopped = 0, False
+    while done < length and not stopped:
+        start, end = done, min(done + _CHUNK, length)
+        with np.errstate(over="ignore"):
+            while done < end:
+                if done:  # the previous character goes in; none after the last or a stop
+                    logits = step(token)
+                token = draw(logits, rng, temperature, top_k, top_p)
+                out[done] = token
+                done += 1
+                if token == last_stop_id and done >= n_stop and (out[done - n_stop : done] == stop_ids).all():
+                    stopped = True
+                    break
         yield vocab.decode(out[start:done])
 
 

@@ -54,6 +54,7 @@ OPTIM, CORPUS, TRAIN = "charrnn/optim.py", "charrnn/corpus.py", "charrnn/train.p
 SAMPLE, POETRY, CKPT = "charrnn/sample.py", "charrnn/poetry.py", "charrnn/checkpoint.py"
 EVAL, ADAPT, CONS = "charrnn/evaluate.py", "charrnn/adaptive.py", "charrnn/constraints.py"
 ATOMIC, ENCODED, READING = "charrnn/atomic.py", "charrnn/encoded.py", "charrnn/reading.py"
+STEP = "charrnn/stepper.py"
 
 MUTANTS = [
     # -- the five named in the issue ---------------------------------------------------------
@@ -168,8 +169,8 @@ MUTANTS = [
       "tests/test_poem_cli.py"),
     m("M43", CONS, "            fallbacks += [rhyming, rhyming & ~self.used]", "            fallbacks += [rhyming]",
       "a rhyme character may be used twice", "tests/test_poetry.py", "tests/test_prosody.py"),
-    m("M44", POETRY, "        if column < spec.chars:\n            limits.update(line, column, prev)",
-      "        if column < spec.chars - 1:\n            limits.update(line, column, prev)",
+    m("M44", POETRY, "            if column < spec.chars:\n                limits.update(line, column, prev)",
+      "            if column < spec.chars - 1:\n                limits.update(line, column, prev)",
       "the last character of a line does not narrow the patterns", "tests/test_poetry.py", "tests/test_prosody.py"),
     # -- checkpoint -----------------------------------------------------------------------------
     m("M45", CKPT, "FORMAT_VERSION = 2", "FORMAT_VERSION = 3",
@@ -187,6 +188,16 @@ MUTANTS = [
     m("M54", ATOMIC, "        _remove_quietly(temporary)\n        if isinstance(exc, OSError):",
       "        if isinstance(exc, OSError):", "a failed write leaves its temporary file behind",
       "tests/test_checkpoint.py", "tests/test_bad_input.py", "tests/test_no_run_lost.py"),
+    # -- the lean one-stream path ----------------------------------------------------------------
+    m("M55", STEP, "            add(c, g, out=c)                                      # c' = f c + i g",
+      "            subtract(c, g, out=c)                                 # c' = f c + i g",
+      "the lean LSTM subtracts i g from the cell", "tests/test_stepper.py"),
+    m("M56", STEP, "        while c.item(i) / total <= u:", "        while c.item(i) / total < u:",
+      "the lean draw stops at an id whose cumulative probability equals u", "tests/test_stepper.py"),
+    m("M58", STEP, "        while i > 0 and c.item(i - 1) / total > u:", "        while False:",
+      "the lean draw trusts the binary search on u * C", "tests/test_stepper.py"),
+    m("M57", SAMPLE, "    stream = one_stream(model, num_samples)\n", "    stream = None\n",
+      "generate never takes the lean path", "tests/test_stepper.py"),
     # -- equivalent or unobservable: listed with the reason, not run ---------------------------
     m("M47", CELL, "    if Wx.shape[0] <= T * B:", "    if Wx.shape[0] < T * B:",
       "input projection switches to gather-then-scale one row later", equivalent=(
