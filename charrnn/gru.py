@@ -22,17 +22,17 @@ class GRU(Cell):
         H = hidden_size
         # As in the LSTM: pre-activations times k, so that sigmoid(a) = 1 / (1 + exp(-a)) for r, z
         # and tanh(a) = 2 sigmoid(2a) - 1 for n all go through exp.
-        self._k = np.r_[np.full(2 * H, -1.0), np.full(H, -2.0)]
+        self.k = np.r_[np.full(2 * H, -1.0), np.full(H, -2.0)]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         D, H = self.input_size, self.hidden_size
         return {"Wx": (D, 3 * H), "Wh": (H, 3 * H), "bx": (3 * H,), "bh": (3 * H,)}
 
-    def _scaled(self, p: dict, dt):
+    def scaled(self, p: dict, dt):
         """k (3H,); the x-side bias (3H,), with bh of r and z folded in (they only ever add), not
         yet scaled; and bh_n (H,) times its k, since it is added inside r * (...)."""
         H = self.hidden_size
-        k = self._k.astype(dt)
+        k = self.k.astype(dt)
         bias_x = p["bx"].copy()
         bias_x[: 2 * H] += p["bh"][: 2 * H]
         return k, bias_x, p["bh"][2 * H :] * k[2 * H :]
@@ -42,7 +42,7 @@ class GRU(Cell):
         T, B = x.shape[:2]
         H = self.hidden_size
         dt = p["Wh"].dtype
-        k, bias_x, bhn_k = self._scaled(p, dt)
+        k, bias_x, bhn_k = self.scaled(p, dt)
 
         # gates[t] (B, 3H): x-side pre-activations times k, overwritten in place by r, z, n.
         gates = project(x, p["Wx"], bias_x, k)
@@ -71,7 +71,7 @@ class GRU(Cell):
         dh = np.empty((B, H), dtype=dt)
         z_dh = np.empty((B, H), dtype=dt)
         tmp = np.empty((B, H), dtype=dt)
-        k_n = dt.type(self._k[-1])
+        k_n = dt.type(self.k[-1])
 
         for t in range(T - 1, -1, -1):
             np.add(dhs[t], dh_rec, out=dh)
@@ -113,7 +113,7 @@ class GRU(Cell):
         (h,) = state
         B, H = h.shape
         dt = h.dtype
-        k, bias_x, bhn_k = self._scaled(p, dt)
+        k, bias_x, bhn_k = self.scaled(p, dt)
         ax = np.take(p["Wx"], x, axis=0) if is_ids(x) else x @ p["Wx"]
         ax += bias_x
         ax *= k

@@ -38,7 +38,7 @@ class LSTM(Cell):
         H = hidden_size
         # Pre-activations are kept multiplied by k so that one exp call per step serves the whole
         # gate block: sigmoid(a) = 1 / (1 + exp(-a)) and tanh(a) = 2 sigmoid(2a) - 1.
-        self._k = np.r_[np.full(2 * H, -1.0), np.full(H, -2.0), np.full(H, -1.0)]
+        self.k = np.r_[np.full(2 * H, -1.0), np.full(H, -2.0), np.full(H, -1.0)]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         D, H = self.input_size, self.hidden_size
@@ -59,7 +59,7 @@ class LSTM(Cell):
         T, B = x.shape[:2]
         H = self.hidden_size
         dt = p["Wh"].dtype
-        k = self._k.astype(dt)
+        k = self.k.astype(dt)
 
         # gates[t] (B, 4H): k * pre-activations, then in place the activations i, f, s, o with
         # s = sigmoid(2 a_g), so that all four are sigmoids and g = 2 s - 1.
@@ -153,7 +153,7 @@ class LSTM(Cell):
         a = np.take(p["Wx"], x, axis=0) if is_ids(x) else x @ p["Wx"]
         a += h @ p["Wh"]
         a += p["b"]
-        a *= self._k.astype(a.dtype)
+        a *= self.k.astype(a.dtype)
         g, c_new, tanh_c, h_new, tmp = np.empty((5, B, H), dtype=a.dtype)
         with np.errstate(over="ignore"):
             _lstm_update(a, c, g, c_new, tanh_c, h_new, tmp, self._peepholes(p))
@@ -169,7 +169,7 @@ class LSTM(Cell):
 def _lstm_update(a, c_prev, g, c, tanh_c, h, tmp, peep) -> None:
     """The elementwise part of one LSTM step, in place; run under np.errstate(over="ignore").
 
-    a (B, 4H): k * pre-activations (see LSTM._k), overwritten with the activations i, f, s, o
+    a (B, 4H): k * pre-activations (see LSTM.k), overwritten with the activations i, f, s, o
     where s = sigmoid(2 a_g). c_prev (B, H): the previous cell. Writes g = 2 s - 1, the new cell c,
     tanh(c) and h, each (B, H); tmp (B, H) is scratch. peep: LSTM._peepholes(p).
     """

@@ -112,10 +112,10 @@ def _draw(logits, rng, temperature, top_k, top_p, allowed):
     if z.ndim != 2:
         raise ValueError(f"logits must be 2-D (B, V), got shape {z.shape}")
     if allowed is not None:
-        _apply_mask(z, allowed)
+        apply_mask(z, allowed)
     top = z.max(axis=1, keepdims=True)
     if not np.isfinite(top).all():
-        _raise_non_finite(top)
+        raise_non_finite(top)
     if temperature == 0:
         return z.argmax(axis=1).astype(np.int64, copy=False)
 
@@ -131,7 +131,7 @@ def _draw(logits, rng, temperature, top_k, top_p, allowed):
         z[z < kth] = -np.inf
     np.exp(z, out=z)  # unnormalised probabilities; the largest is exactly 1
     if top_p is not None and top_p < 1:
-        _keep_nucleus(z, top_p)
+        keep_nucleus(z, top_p)
 
     np.cumsum(z, axis=1, out=z)
     z /= z[:, -1:]  # x / x == 1 exactly, so the last entry is 1 and u < 1 always finds an id
@@ -140,7 +140,7 @@ def _draw(logits, rng, temperature, top_k, top_p, allowed):
     return (z <= u).sum(axis=1, dtype=np.int64)
 
 
-def _apply_mask(z: np.ndarray, allowed: np.ndarray) -> None:
+def apply_mask(z: np.ndarray, allowed: np.ndarray) -> None:
     """Set the logits of forbidden ids to -inf in place; reject malformed masks."""
     allowed = np.asarray(allowed)
     if allowed.dtype != np.bool_:
@@ -152,7 +152,7 @@ def _apply_mask(z: np.ndarray, allowed: np.ndarray) -> None:
     np.copyto(z, -np.inf, where=~allowed)
 
 
-def _raise_non_finite(top: np.ndarray) -> None:
+def raise_non_finite(top: np.ndarray) -> None:
     """Explain why some row's largest allowed logit is not a finite number."""
     if np.isnan(top).any() or (top == np.inf).any():
         raise CharRNNError(
@@ -162,7 +162,7 @@ def _raise_non_finite(top: np.ndarray) -> None:
     raise ValueError("every allowed id of some row has logit -inf; nothing can be chosen")
 
 
-def _keep_nucleus(p: np.ndarray, top_p: float) -> None:
+def keep_nucleus(p: np.ndarray, top_p: float) -> None:
     """Zero, in place, every probability outside each row's top-p nucleus.
 
     p: (B, V) float64 unnormalised probabilities. An id is in the nucleus when the mass of the

@@ -39,7 +39,7 @@ from .adaptive import AdaptiveHead
 from .gru import GRU
 from .lstm import LSTM
 from .rnn import RNN
-from .sample import _apply_mask, _keep_nucleus, _raise_non_finite
+from .sample import apply_mask, keep_nucleus, raise_non_finite
 
 __all__ = ["OneStream"]
 
@@ -88,12 +88,12 @@ class _LSTM:
     """One LSTM layer. State: h (1, H) and c, which lives in gc[1] (gc (2, H) = g, c), so that
     g * i and c * f are one multiply by a[:2H] seen as (2, H) (i, f).
 
-    a (1, 4H) holds k * pre-activations (LSTM._k), then the activations i, f, s, o in place.
+    a (1, 4H) holds k * pre-activations (LSTM.k), then the activations i, f, s, o in place.
     `ones` (4H,) stands in for the constant 1, which NumPy would convert on every call."""
 
     def __init__(self, cell: LSTM, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
-        k = cell._k.astype(dt)                                    # (4H,)
+        k = cell.k.astype(dt)                                    # (4H,)
         Wh_k = p["Wh"] * k                                        # (H, 4H)
         b_k = p["b"] * k                                          # (4H,)
         Wx_k = None if first else p["Wx"] * k                     # (H, 4H)
@@ -154,7 +154,7 @@ class _GRU:
 
     def __init__(self, cell: GRU, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
-        k, bias_x, bhn_k = cell._scaled(p, dt)                    # (3H,), (3H,), (H,)
+        k, bias_x, bhn_k = cell.scaled(p, dt)                    # (3H,), (3H,), (H,)
         Wh_k = p["Wh"] * k                                        # (H, 3H)
         rows, fill = _first_rows(_InputRows(p["Wx"], embed, lambda x: (x + bias_x) * k) if first else None)
         if not first:
@@ -350,10 +350,10 @@ class OneStream:
         z, c, top = self.z, self._c, self._top
         np.copyto(z, logits)  # with the cast, cheaper than a subtraction that also converts
         if allowed is not None:
-            _apply_mask(z, allowed)
+            apply_mask(z, allowed)
         np.maximum.reduce(c, out=top, keepdims=True)
         if not math.isfinite(top.item(0)):
-            _raise_non_finite(top)
+            raise_non_finite(top)
         if temperature == 0:
             return int(c.argmax())
         subtract(c, top, out=c)
@@ -365,7 +365,7 @@ class OneStream:
             z[z < kth] = -np.inf
         np.exp(c, out=c)
         if top_p is not None and top_p < 1:
-            _keep_nucleus(z, top_p)
+            keep_nucleus(z, top_p)
         np.add.accumulate(c, out=c)                               # = np.cumsum, minus its wrapper
         total = c.item(-1)
         u = rng.random()

@@ -105,7 +105,7 @@ MUTANTS = [
       "    out = np.take(Wx, x, axis=0)  # large vocabulary: gather first, then scale only those rows\n",
       "large-vocabulary input projection forgets the bias", "tests/test_cells.py", "tests/test_gradients.py",
       "tests/test_model.py"),
-    m("M18", LSTM, "        a += p[\"b\"]\n        a *= self._k.astype(a.dtype)", "        a *= self._k.astype(a.dtype)",
+    m("M18", LSTM, "        a += p[\"b\"]\n        a *= self.k.astype(a.dtype)", "        a *= self.k.astype(a.dtype)",
       "LSTM step() forgets the bias", "tests/test_cells.py", "tests/test_model.py"),
     m("M19", RNN, "            np.maximum(a, 0, out=a)", "            np.maximum(a, 0.01 * a, out=a)",
       "ReLU RNN becomes leaky (forward only)", "tests/test_cells.py", "tests/test_gradients.py"),
