@@ -79,6 +79,20 @@ class _InputRows:
 add, multiply, subtract, matmul = np.add, np.multiply, np.subtract, np.matmul
 
 
+def _input_and_recurrent(x, h2, Wh, Wx, rows, fill, out2, spare2) -> None:
+    """out2 (1, G) = h2 Wh + the input's part: the cached row of id x in layer 0 (rows, fill),
+    the product x Wx above it (spare2 (1, G) its buffer). The general step adds the same two
+    terms in the other order, which IEEE addition gives the same bits."""
+    matmul(h2, Wh, out=out2)
+    out = out2[0]
+    if rows is not None:
+        row = rows.get(x)
+        add(out, fill(x) if row is None else row, out=out)
+    else:
+        matmul(x, Wx, out=spare2)
+        add(out, spare2[0], out=out)
+
+
 def _first_rows(first: _InputRows | None):
     """(rows dict, fill) of layer 0's input rows, or (None, None) above it."""
     return (first.rows, first.fill) if first is not None else (None, None)
@@ -106,21 +120,14 @@ class _LSTM:
         self.gc = gc = np.zeros((2, H), dt)
         a2, rec2 = np.empty((1, 4 * H), dt), np.empty((1, 4 * H), dt)
         t, pc, ones = np.empty(H, dt), np.empty((2, H), dt), np.ones(4 * H, dt)
-        a, rec, h = a2[0], rec2[0], h2[0]
+        a, h = a2[0], h2[0]
         a_if = a[: 2 * H].reshape(2, H)
         a_sig, ones_sig = (a[: 3 * H], ones[: 3 * H]) if peep else (a, ones)
         s, o, g, c, ones_h = a[2 * H : 3 * H], a[3 * H :], gc[0], gc[1], ones[:H]
 
         def step(x):
-            if rows is not None:
-                # General: ((Wx[v] + h Wh) + b) k. Here (h Wh k + Wx[v] k) + b k: the same bits.
-                matmul(h2, Wh_k, out=a2)
-                row = rows.get(x)
-                add(a, fill(x) if row is None else row, out=a)
-            else:
-                matmul(x, Wx_k, out=a2)
-                matmul(h2, Wh_k, out=rec2)
-                add(a, rec, out=a)
+            # General: ((x Wx + h Wh) + b) k. Here (h Wh k + x Wx k) + b k: the same bits.
+            _input_and_recurrent(x, h2, Wh_k, Wx_k, rows, fill, a2, rec2)
             add(a, b_k, out=a)
             if peep:
                 multiply(pif_k, c, out=pc)                        # the previous cell, before c moves
@@ -207,18 +214,11 @@ class _RNN:
         buffers = [np.zeros((1, H), dt), np.zeros((1, H), dt)]   # [h, spare]
         self.buffers = buffers
         xw2, zero = np.empty((1, H), dt), np.zeros(H, dt)
-        xw = xw2[0]
 
         def step(x):
             h2, a2 = buffers
             a = a2[0]
-            matmul(h2, Wh, out=a2)                                # general: (x Wx + h Wh) + b
-            if rows is not None:
-                row = rows.get(x)
-                add(a, fill(x) if row is None else row, out=a)
-            else:
-                matmul(x, Wx, out=xw2)
-                add(a, xw, out=a)
+            _input_and_recurrent(x, h2, Wh, Wx, rows, fill, a2, xw2)  # general: (x Wx + h Wh) + b
             add(a, b, out=a)
             if relu:
                 np.maximum(a, zero, out=a)
