@@ -122,9 +122,9 @@ def step_limit(t, horizon: int | None) -> int | None:
 def total_steps(t, windows_per_epoch: int, horizon: int | None = None) -> int | None:
     """The steps the run will take by max_steps and max_epochs (None: only max_time stops it,
     or max_steps auto has not timed its horizon yet)."""
-    limits = [n for n in (step_limit(t, horizon), t.max_epochs and t.max_epochs * windows_per_epoch) if n]
     if t.max_steps == "auto" and horizon is None:
         return None
+    limits = [n for n in (step_limit(t, horizon), t.max_epochs and t.max_epochs * windows_per_epoch) if n]
     return min(limits) if limits else None
 
 
