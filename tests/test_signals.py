@@ -108,7 +108,7 @@ def test_a_second_sigint_wherever_it_lands_ends_130_and_the_previous_checkpoint_
     proc.send_signal(signal.SIGINT)
     time.sleep(gap)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=90) == 130
+    assert proc.wait(timeout=90) == 130, err_path.read_text(encoding="utf-8")
     err = err_path.read_text(encoding="utf-8")
     assert "Traceback" not in err
     last_line = err.splitlines()[-1]
