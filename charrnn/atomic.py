@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from .errors import CharRNNError
+from .interrupts import held
 
 __all__ = ["replace_file", "remove_stale_temporaries"]
 
@@ -34,7 +35,9 @@ def replace_file(path: str | os.PathLike, write: Callable[[BinaryIO], object], *
     temporary = os.path.join(directory, f".{os.path.basename(path)}{TEMPORARY}{os.getpid()}")
     existed = os.path.exists(path)
     try:
-        with open(temporary, "wb") as fh:
+        # A stop signal waits until the temporary file is written and closed (zipfile cannot be
+        # interrupted safely), then stops the write before the rename: the previous file stays.
+        with held(), open(temporary, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

@@ -4,7 +4,8 @@
   and ends in one line with status 128 + N.
 - Inside a training loop (`stop_signals()`) the first one only asks the loop to save and stop
   after the current step; a second one, even mid-save, raises Interrupted at once (the previous
-  checkpoint is safe: every checkpoint is written atomically).
+  checkpoint is safe: every checkpoint is written atomically), or, while a temporary file is
+  being written (`held()`), as soon as it is closed, before it would replace the previous one.
 - At most one Interrupted is ever raised, and no signal is acted on once the process has begun
   to end (`ending()`): a signal during the stop message, the unwinding or the exit is recorded
   for the exit status and otherwise ignored. Without this, a signal that arrived after Python's
@@ -40,6 +41,8 @@ class _State:
         self.raised = False           # Interrupted has been raised: the process is unwinding
         self.ending = False           # the command has begun to end
         self.late: int | None = None  # the last signal that came too late to act on
+        self.holding = 0              # inside held(): Interrupted waits for the block's end
+        self.held: int | None = None  # the signal whose Interrupted waits
 
 
 _state = _State()
@@ -52,8 +55,28 @@ def _handle(signum, frame) -> None:
     if _state.in_loop and _state.requested is None:
         _state.requested = signum
         return
+    if _state.holding:
+        _state.held = signum
+        return
     _state.raised = True
     raise Interrupted(signum)
+
+
+@contextmanager
+def held():
+    """Within: an Interrupted a signal would raise waits until the block has ended, then is
+    raised. For writing a file: zipfile (np.savez) interrupted between two of its own lines can
+    fail to close and raise ValueError instead, so a second Ctrl-C during a save would end in a
+    traceback. The block is the few milliseconds of writing a temporary file."""
+    _state.holding += 1
+    try:
+        yield
+    finally:
+        _state.holding -= 1
+        signum, _state.held = _state.held, None
+        if signum is not None and not _state.holding and not (_state.raised or _state.ending):
+            _state.raised = True
+            raise Interrupted(signum)
 
 
 def install() -> None:

@@ -238,3 +238,30 @@ def test_sigkill_at_twenty_random_moments_never_loses_the_run(tmp_path, corpus):
     # every step logged exactly once: lines cut by a kill and events past the checkpoint are gone
     assert [r["step"] for r in records(out, "train")] == list(range(1, final + 1))
     assert not list(out.glob(".*.tmp-*"))
+
+
+def test_a_stop_signal_during_a_file_write_waits_until_the_file_is_whole(tmp_path):
+    """np.savez interrupted between two of zipfile's lines can fail to close and raise ValueError
+    instead of the interrupt (a traceback for a second Ctrl-C mid-save): the atomic writer holds
+    the interrupt until its temporary file is written and closed, then raises it before the
+    rename, so the previous file stays and the temporary is removed."""
+    from charrnn import interrupts
+    from charrnn.atomic import replace_file
+
+    target = tmp_path / "file"
+    target.write_bytes(b"previous")
+    finished = []
+
+    def write(fh):
+        fh.write(b"first half, ")
+        signal.raise_signal(signal.SIGINT)  # the second: it would raise Interrupted here
+        fh.write(b"second half")
+        finished.append(True)
+
+    with pytest.raises(interrupts.Interrupted):
+        with interrupts.stop_signals():
+            signal.raise_signal(signal.SIGINT)  # the first: the loop is asked to stop
+            replace_file(target, write)
+    assert finished  # the write ran to its end before the interrupt was raised
+    assert target.read_bytes() == b"previous"
+    assert not list(tmp_path.glob(".*tmp-*"))
