@@ -290,7 +290,9 @@ class CharRNN:
             new_state.append(st)
         if self.adaptive:
             return self.adaptive.log_probs(self.params, inp), new_state
-        return inp @ self.params["head.W"] + self.params["head.b"], new_state
+        logits = inp @ self.params["head.W"]
+        logits += self.params["head.b"]
+        return logits, new_state
 
     def one_stream(self) -> OneStream | None:
         """The lean batch-1 twin of step (charrnn.stepper) over the current parameters: the same

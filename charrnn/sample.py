@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from charrnn import categorical
 from charrnn.errors import CharRNNError, UsageError
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def choose(
     u in [0, 1) per row against the normalised cumulative sum. An id of probability zero adds
     exactly nothing to the cumulative sum, so its interval is empty and it can never be drawn,
     whatever u is, and the last cumulative entry is exactly 1 > u, so the search never runs off
-    the end.
+    the end (charrnn.categorical states the rule and finds its id fast on wide rows).
 
     Raises UsageError for out-of-range options, ValueError for a malformed call (wrong shapes, a
     row with no allowed id), CharRNNError if the model produced NaN or infinite logits.
@@ -108,20 +109,30 @@ def choose(
 
 def _draw(logits, rng, temperature, top_k, top_p, allowed):
     """`choose` without the option checks, for callers that validated once up front."""
-    z = np.array(logits, dtype=np.float64)  # a private copy: everything below works in place
-    if z.ndim != 2:
-        raise ValueError(f"logits must be 2-D (B, V), got shape {z.shape}")
+    logits = np.asarray(logits)
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be 2-D (B, V), got shape {logits.shape}")
     if allowed is not None:
+        z = np.array(logits, dtype=np.float64)  # a private copy: everything below works in place
         apply_mask(z, allowed)
-    top = z.max(axis=1, keepdims=True)
+        top = z.max(axis=1, keepdims=True)
+    else:
+        # The maximum of the logits as they are is the maximum of their float64 copy (the cast
+        # is exact and keeps the order), and the copy is made by the subtraction below.
+        top = logits.max(axis=1, keepdims=True).astype(np.float64)
+        z = None
     if not np.isfinite(top).all():
         raise_non_finite(top)
     if temperature == 0:
-        return z.argmax(axis=1).astype(np.int64, copy=False)
+        source = logits if z is None else z
+        return source.argmax(axis=1).astype(np.int64, copy=False)
 
     # Subtracting the row maximum first keeps exp() in range; dividing by a tiny temperature may
     # then overflow to -inf, which is the correct limit (probability 0), so that is not an error.
-    z -= top
+    if z is None:
+        z = np.subtract(logits, top, dtype=np.float64)
+    else:
+        z -= top
     if temperature != 1:
         with np.errstate(over="ignore"):
             z /= temperature
@@ -133,11 +144,7 @@ def _draw(logits, rng, temperature, top_k, top_p, allowed):
     if top_p is not None and top_p < 1:
         keep_nucleus(z, top_p)
 
-    np.cumsum(z, axis=1, out=z)
-    z /= z[:, -1:]  # x / x == 1 exactly, so the last entry is 1 and u < 1 always finds an id
-    u = rng.random((z.shape[0], 1))
-    # The first id whose cumulative probability exceeds u = the number of entries <= u.
-    return (z <= u).sum(axis=1, dtype=np.int64)
+    return categorical.draw(z, rng.random(z.shape[0]))
 
 
 def apply_mask(z: np.ndarray, allowed: np.ndarray) -> None:

@@ -54,7 +54,7 @@ OPTIM, CORPUS, TRAIN = "charrnn/optim.py", "charrnn/corpus.py", "charrnn/train.p
 SAMPLE, POETRY, CKPT = "charrnn/sample.py", "charrnn/poetry.py", "charrnn/checkpoint.py"
 EVAL, ADAPT, CONS = "charrnn/evaluate.py", "charrnn/adaptive.py", "charrnn/constraints.py"
 ATOMIC, ENCODED, READING = "charrnn/atomic.py", "charrnn/encoded.py", "charrnn/reading.py"
-STEP = "charrnn/stepper.py"
+STEP, CATEG = "charrnn/stepper.py", "charrnn/categorical.py"
 
 MUTANTS = [
     # -- the five named in the issue ---------------------------------------------------------
@@ -76,8 +76,7 @@ MUTANTS = [
       "dropout keeps a fraction p of the units instead of 1 - p", "tests/test_model.py"),
     m("M07", MODEL, "        if head_mask is not None:\n            dtop *= head_mask\n", "",
       "the head's dropout mask left out of the backward pass", "tests/test_gradients.py"),
-    m("M08", MODEL, "return inp @ self.params[\"head.W\"] + self.params[\"head.b\"], new_state",
-      "return inp @ self.params[\"head.W\"], new_state",
+    m("M08", MODEL, "        logits += self.params[\"head.b\"]\n", "",
       "step() forgets the head's bias", "tests/test_model.py", "tests/test_sample.py"),
     m("M09", MODEL, "            if mask is not None:\n                dx *= mask\n", "",
       "the between-layer dropout mask left out of the backward pass", "tests/test_gradients.py"),
@@ -211,6 +210,10 @@ MUTANTS = [
     m("M50", ATOMIC, "            os.fsync(fh.fileno())", "            pass",
       "checkpoint data not flushed to disk before the rename", equivalent=(
           "unobservable without cutting the power: the page cache serves every read the same")),
+    m("M59", CATEG, "    margin = _margin(V)\n", "    margin = 0.0\n",
+      "the block draw trusts its own sums at a boundary", "tests/test_categorical.py"),
+    m("M60", CATEG, "ends[rows, block - 1], 0.0)", "ends[rows, block], 0.0)",
+      "the block draw starts the running sum one block late", "tests/test_categorical.py"),
 ]
 
 
