@@ -13,7 +13,7 @@ block where u falls. Those sums round differently from np.cumsum, but both stay 
 (V + 1) float64 ulps of the exact prefix sums, so the ratio they give for any id is within
 `_margin(V)` of the rule's. Where u is farther than that from the ratios on both sides of the
 found id the rule must draw the same id; the rare rows where it is not (about one draw in
-10^11 for V = 6,800) are drawn by the rule itself.
+4 x 10^10 for V = 6,800) are drawn by the rule itself.
 """
 
 from __future__ import annotations

@@ -113,26 +113,19 @@ def _draw(logits, rng, temperature, top_k, top_p, allowed):
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (B, V), got shape {logits.shape}")
     if allowed is not None:
-        z = np.array(logits, dtype=np.float64)  # a private copy: everything below works in place
-        apply_mask(z, allowed)
-        top = z.max(axis=1, keepdims=True)
-    else:
-        # The maximum of the logits as they are is the maximum of their float64 copy (the cast
-        # is exact and keeps the order), and the copy is made by the subtraction below.
-        top = logits.max(axis=1, keepdims=True).astype(np.float64)
-        z = None
+        logits = np.array(logits, dtype=np.float64)
+        apply_mask(logits, allowed)
+    # The maximum of the logits as they are is the maximum of their float64 values (the cast is
+    # exact and keeps the order), so it is taken before the copy.
+    top = logits.max(axis=1, keepdims=True).astype(np.float64, copy=False)
     if not np.isfinite(top).all():
         raise_non_finite(top)
     if temperature == 0:
-        source = logits if z is None else z
-        return source.argmax(axis=1).astype(np.int64, copy=False)
+        return logits.argmax(axis=1).astype(np.int64, copy=False)
 
     # Subtracting the row maximum first keeps exp() in range; dividing by a tiny temperature may
     # then overflow to -inf, which is the correct limit (probability 0), so that is not an error.
-    if z is None:
-        z = np.subtract(logits, top, dtype=np.float64)
-    else:
-        z -= top
+    z = np.subtract(logits, top, dtype=np.float64)  # a private copy: everything below works in place
     if temperature != 1:
         with np.errstate(over="ignore"):
             z /= temperature
