@@ -26,6 +26,7 @@ __all__ = ["draw"]
 # less than the block search's fifteen or so NumPy calls.
 _BLOCK = 64
 _WIDE = 1024
+_ONES = np.ones(_BLOCK)
 
 
 def draw(p: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -59,7 +60,9 @@ def _by_blocks(p: np.ndarray, u: np.ndarray) -> np.ndarray:
     W = _BLOCK
     full = V // W
     sums = np.empty((B, -(-V // W)))                             # (B, blocks)
-    p[:, : full * W].reshape(B, full, W).sum(axis=2, out=sums[:, :full])
+    # A product with ones sums the blocks in a third of the time of .sum(axis=2), which reduces
+    # each short block separately; the margin holds for any summation order.
+    np.matmul(p[:, : full * W].reshape(B, full, W), _ONES, out=sums[:, :full])
     if full * W < V:
         p[:, full * W :].sum(axis=1, out=sums[:, full])
     ends = np.cumsum(sums, axis=1)                               # ~ c at each block's last id
