@@ -15,8 +15,8 @@ For each configuration (cell, V, H, layers, B, T) it measures, in one run:
 - sampling chars/s with one stream (2,000 characters: the lean OneStream path of `charrnn sample`,
   and the general model.step + charrnn.sample.choose it replaced, timed alternately, against
   PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once,
-  beside the floor of a 64-stream step: its matrix products alone ("share" = floor time /
-  the step's time);
+  each beside its floor, the step's matrix products alone (for one stream the (1, n) products
+  of one OneStream step; "share" = floor time / the step's time);
 - the peak memory of charrnn training: ru_maxrss of a fresh process that built the model and ran
   the timed steps (everything: interpreter, parameters, Adam state, the step's temporaries),
   plus, with --processes N, N times the largest worker's (an upper bound of the sum), and
@@ -35,6 +35,11 @@ the median over the R runs.
     python benchmarks/bench_speed.py --sampling-only                   # the sampling table alone
 
 Without PyTorch installed the torch columns say n/a and everything else still runs.
+
+OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) in the environment override the kernels OpenBLAS
+picks for the CPU, for charrnn's commands as for these workers; PyTorch does not read them. The
+header names the kernels the NumPy workers run and warns when the environment forces them;
+--blas-kernels own measures NumPy as OpenBLAS runs where they are not set.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ LOAD_WARNING = 0.5
 # PyTorch runs this many steps (x20 characters when sampling) with its oneDNN kernels and with
 # its native ones; the measurement proper then uses the faster setting.
 TORCH_PILOT_STEPS = 3
+# Environment variables that override OpenBLAS's own choice of kernels and cache sizes.
+OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # One-stream sampling times the lean and the general path alternately this many times each.
 SAMPLE_ROUNDS = 3
 
@@ -233,10 +240,11 @@ def worker_numpy_gemm(cfg, warmup, steps):
     return {"times": _timed_steps(step, warmup, steps)}
 
 
-def worker_numpy_sample_floor(cfg, steps):
-    """The matrix products of one 64-stream sampling step (model.step), alone: h Wh for every
+def worker_numpy_sample_floor(cfg, steps, rows=64):
+    """The matrix products of one sampling step for `rows` streams, alone: h Wh for every
     layer, x Wx above the first (one-hot input is a row gather), and the head for every row
-    (the adaptive head scores every cluster: its projections and outputs for all 64 rows)."""
+    (the adaptive head scores every cluster: its projections and outputs for every row). With
+    rows = 1 these are the (1, n) products of one OneStream step."""
     import numpy as np
 
     cell, V, H, L, B, T, head = _unpack(cfg)
@@ -256,13 +264,32 @@ def worker_numpy_sample_floor(cfg, steps):
             shapes += [(H, d), (d, [*cutoffs[1:], V][i] - cutoffs[i])]
     else:
         shapes.append((H, V))
-    products = [(rand(64, k), rand(k, m), np.empty((64, m), np.float32)) for k, m in shapes]
+    products = [(rand(rows, k), rand(k, m), np.empty((rows, m), np.float32)) for k, m in shapes]
 
     def step():
         for a, b, out in products:
             np.matmul(a, b, out=out)
 
     return {"times": _timed_steps(step, 20, steps)}
+
+
+def worker_blas_core() -> dict:
+    """The kernel family OpenBLAS runs in a NumPy worker ("Haswell", "SkylakeX", ...), read
+    from the library NumPy loaded; "unknown" where that library or its symbol is not found."""
+    import ctypes
+    import glob
+
+    import numpy as np
+
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*")
+    for path in glob.glob(libs):
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
+            if hasattr(lib, name):
+                corename = getattr(lib, name)
+                corename.restype = ctypes.c_char_p
+                return {"core": corename().decode()}
+    return {"core": "unknown"}
 
 
 def worker_numpy_sample(cfg, chars, batch_steps):
@@ -412,15 +439,17 @@ def worker_torch_sample(cfg, chars, threads, pilot):
 
 def run_worker(argv: list[str]) -> None:
     task, spec = argv[0], json.loads(argv[1])
-    cfg = tuple(spec["cfg"])
-    if task == "numpy_train":
+    cfg = tuple(spec.get("cfg", ()))
+    if task == "blas_core":
+        out = worker_blas_core()
+    elif task == "numpy_train":
         out = worker_numpy_train(cfg, spec["warmup"], spec["steps"], spec["processes"])
     elif task == "numpy_gemm":
         out = worker_numpy_gemm(cfg, spec["warmup"], spec["steps"])
     elif task == "numpy_sample":
         out = worker_numpy_sample(cfg, spec["chars"], spec["batch_steps"])
     elif task == "numpy_sample_floor":
-        out = worker_numpy_sample_floor(cfg, spec["steps"])
+        out = worker_numpy_sample_floor(cfg, spec["steps"], spec["rows"])
     elif task == "torch_train":
         out = worker_torch_train(cfg, spec["warmup"], spec["steps"], spec["threads"], spec["pilot"])
     else:
@@ -432,9 +461,13 @@ def run_worker(argv: list[str]) -> None:
 # Driver
 # ---------------------------------------------------------------------------------------------
 
-def _blas_env(threads: int) -> dict:
-    """Environment for a NumPy worker: every BLAS flavour limited to `threads` threads."""
+def _blas_env(threads: int, kernels: str = "env") -> dict:
+    """Environment for a NumPy worker: every BLAS flavour limited to `threads` threads; with
+    kernels "own", without the variables that override OpenBLAS's choice of kernels for the CPU."""
     env = dict(os.environ)
+    if kernels == "own":
+        for name in OPENBLAS_OVERRIDES:
+            env.pop(name, None)
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(threads)
     return env
@@ -498,7 +531,7 @@ def measure_once(cfg, args, have_torch: bool) -> dict:
     """One run of every measurement for one configuration, the two sides alternating."""
     cell, V, H, L, B, T, _ = _unpack(cfg)
     timing = {"cfg": cfg, "warmup": args.warmup, "steps": args.steps}
-    env = _blas_env(args.np_threads)
+    env = _blas_env(args.np_threads, args.blas_kernels)
     row = {}
     if not args.sampling_only:
         row.update(_measure_training(cfg, args, have_torch, timing, env))
@@ -506,8 +539,10 @@ def measure_once(cfg, args, have_torch: bool) -> dict:
                                     "batch_steps": args.batch_sample_steps}, env)
     row["np_sample_b1"], row["np_sample_b1_general"] = sample["b1"], sample["b1_general"]
     row["np_sample_b64"] = sample["b64"]
-    floor = spawn("numpy_sample_floor", {"cfg": cfg, "steps": args.batch_sample_steps}, env)
+    floor = spawn("numpy_sample_floor", {"cfg": cfg, "steps": args.batch_sample_steps, "rows": 64}, env)
     row["sample_b64_floor"] = 64 / _median(floor["times"])
+    floor = spawn("numpy_sample_floor", {"cfg": cfg, "steps": args.sample_chars, "rows": 1}, env)
+    row["sample_b1_floor"] = 1 / _median(floor["times"])
     if have_torch:
         spec = {"cfg": cfg, "chars": args.sample_chars, "threads": args.torch_threads,
                 "pilot": TORCH_PILOT_STEPS}
@@ -545,6 +580,7 @@ def summarise(runs: list[dict], have_torch: bool) -> dict:
     s["b64_over_b1"] = s["np_sample_b64"] / s["np_sample_b1"]
     s["b64_share_of_floor"] = s["np_sample_b64"] / s["sample_b64_floor"]
     s["lean_over_general"] = s["np_sample_b1"] / s["np_sample_b1_general"]
+    s["b1_share_of_floor"] = s["np_sample_b1"] / s["sample_b1_floor"]
     if have_torch:
         for what in ("train", "sample") if "np_train" in s else ("sample",):
             kernels = {r[f"torch_{what}_kernel"] for r in runs}
@@ -552,6 +588,7 @@ def summarise(runs: list[dict], have_torch: bool) -> dict:
         if "np_train" in s:
             s["train_ratio"] = s["np_train"] / s["torch_train"]
         s["sample_ratio"] = s["np_sample_b1"] / s["torch_sample"]
+        s["b1_floor_ratio"] = s["sample_b1_floor"] / s["torch_sample"]
     return s
 
 
@@ -568,16 +605,19 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
 
     if "np_train" in results[0]["summary"]:
         _print_training(results, have_torch, label)
-    print("\nSampling, chars/s (b1: the lean one-stream path; general: model.step + choose, batch 1)")
+    print("\nSampling, chars/s (b1: the lean one-stream path; general: model.step + choose, batch 1;"
+          " floors: the step's matrix products alone)")
     print(f"{'cell V H L B T':<30}{'b1':>9}{'general':>9}{'lean/gen':>9}{'torch b1':>9}{'kernel':>8}"
-          f"{'ratio':>7}{'b64':>10}{'b64/b1':>8}{'floor':>10}{'share':>7}")
+          f"{'ratio':>7}{'b1 floor':>9}{'/torch':>7}{'share':>6}{'b64':>9}{'b64/b1':>7}{'floor':>9}{'share':>6}")
     for r in results:
         s = r["summary"]
         torch_cols = (f"{s['torch_sample']:9.0f}{s['torch_sample_kernel']:>8}{s['sample_ratio']:7.2f}"
                       if have_torch else f"{'n/a':>9}{'n/a':>8}{'n/a':>7}")
         print(f"{label(r['config']):<30}{s['np_sample_b1']:9.0f}{s['np_sample_b1_general']:9.0f}"
-              f"{s['lean_over_general']:9.2f}{torch_cols}{s['np_sample_b64']:10.0f}{s['b64_over_b1']:8.1f}"
-              f"{s['sample_b64_floor']:10.0f}{s['b64_share_of_floor']:7.2f}")
+              f"{s['lean_over_general']:9.2f}{torch_cols}{s['sample_b1_floor']:9.0f}"
+              f"{_fmt(s.get('b1_floor_ratio'), '7.2f')}{s['b1_share_of_floor']:6.2f}"
+              f"{s['np_sample_b64']:9.0f}{s['b64_over_b1']:7.1f}"
+              f"{s['sample_b64_floor']:9.0f}{s['b64_share_of_floor']:6.2f}")
 
 
 def _print_training(results: list[dict], have_torch: bool, label) -> None:
@@ -633,6 +673,10 @@ def main() -> None:
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     ap.add_argument("--sampling-only", action="store_true",
                     help="measure sampling only (no training, floor or memory figures)")
+    ap.add_argument("--blas-kernels", choices=("env", "own"), default="env",
+                    help="env: NumPy workers keep the environment's OPENBLAS_CORETYPE and "
+                         "OPENBLAS_L2_SIZE, as charrnn's commands do; own: without them, so that "
+                         "OpenBLAS picks its kernels for this CPU (as where they are not set)")
     ap.add_argument("--json", type=Path, help="write every raw figure and the medians here")
     args = ap.parse_args()
     if args.steps < 1 or args.repeat < 1 or not (args.processes == "auto" or args.processes.isdigit()
@@ -644,6 +688,17 @@ def main() -> None:
     have_torch = torch_version is not None
     info = machine_info(args.np_threads, args.torch_threads, torch_version)
     print(f"CPU: {info['cpu']} ({info['cores']} cores); numpy {info['numpy']}, BLAS {info['blas']}")
+    info["blas_kernels"] = args.blas_kernels
+    info["openblas_core"] = spawn("blas_core", {}, _blas_env(args.np_threads, args.blas_kernels))["core"]
+    info["openblas_own_core"] = spawn("blas_core", {}, _blas_env(args.np_threads, "own"))["core"]
+    overrides = {name: os.environ[name] for name in OPENBLAS_OVERRIDES if name in os.environ}
+    print(f"OpenBLAS kernels in the NumPy workers: {info['openblas_core']}"
+          + (f" (its own choice for this CPU: {info['openblas_own_core']})"
+             if info["openblas_own_core"] != info["openblas_core"] else ""))
+    if overrides and args.blas_kernels == "env":
+        print("WARNING: the environment sets " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+              + ", which charrnn's commands and these NumPy workers obey; PyTorch (MKL, oneDNN) does "
+              "not read it. --blas-kernels own measures NumPy without it.")
     print(f"threads: NumPy BLAS {args.np_threads} (charrnn with workers: processes of 1, N per row), "
           f"torch {info['torch_threads']}; torch {info['torch']}")
     load = info["loadavg_start"]
