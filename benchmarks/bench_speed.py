@@ -440,6 +440,10 @@ def worker_torch_sample(cfg, chars, threads, pilot):
 def run_worker(argv: list[str]) -> None:
     task, spec = argv[0], json.loads(argv[1])
     cfg = tuple(spec.get("cfg", ()))
+    if task.startswith("numpy"):
+        from charrnn import heap
+
+        heap.keep_freed_memory()  # as the charrnn command does at start
     if task == "blas_core":
         out = worker_blas_core()
     elif task == "numpy_train":

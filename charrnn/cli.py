@@ -12,7 +12,7 @@ import sys
 import click
 import numpy as np
 
-from . import interrupts, names
+from . import heap, interrupts, names
 from .cli_errors import Cli, interrupted, silence_stdout
 from .errors import CharRNNError
 from .sample import MAX_LENGTH, MAX_SAMPLES
@@ -345,8 +345,10 @@ def plot(run_dirs, output):
 
 
 def main():
-    """The process entry point: stop signals follow charrnn's rule until the process exits."""
+    """The process entry point: stop signals follow charrnn's rule until the process exits, and
+    freed memory is kept for reuse (charrnn.heap)."""
     interrupts.install()
+    heap.keep_freed_memory()
     try:
         cli(prog_name="charrnn")
         status = 0

@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import heap
 from .model import CharRNN, ModelSpec
 
 # Blocks whose arrays outlived close() (their close() raised BufferError): kept open here, so
@@ -115,6 +116,7 @@ def _worker(conn, model_config: dict, layout: list, params_name: str, grads_name
     ("error", message) while the pipe works, and is otherwise seen there as the pipe closing."""
     for sig in _STOP_SIGNALS:  # the main process decides when a run stops
         signal.signal(sig, signal.SIG_IGN)
+    heap.keep_freed_memory()  # a spawned interpreter starts with glibc's defaults again
     blocks = []
     try:
         blocks = [shared_memory.SharedMemory(name=name) for name in (params_name, grads_name)]

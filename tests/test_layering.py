@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "charrnn"
 # Each module may import only modules of a lower rank (imports point downward). atomic (0.5)
 # sits between errors, which it uses, and config and checkpoint, which use it.
 RANK = {
-    "errors": 0, "interrupts": 0, "functional": 1, "corpus": 1, "reading": 1, "encoded": 2, "reference": 0, "atomic": 0.5, "metrics": 0.7, "names": 0, "cores": 0, "categorical": 0, "cell_base": 1.5, "lstm": 1.7, "gru": 1.7, "rnn": 1.7, "cells": 2, "model": 3, "optim": 1, "sample": 2,
+    "errors": 0, "interrupts": 0, "functional": 1, "corpus": 1, "reading": 1, "encoded": 2, "reference": 0, "atomic": 0.5, "metrics": 0.7, "names": 0, "cores": 0, "categorical": 0, "heap": 0, "cell_base": 1.5, "lstm": 1.7, "gru": 1.7, "rnn": 1.7, "cells": 2, "model": 3, "optim": 1, "sample": 2,
     "gradcheck": 4, "checkpoint": 4, "evaluate": 4, "parallel": 4, "poetry": 3, "tang": 4, "prosody": 1, "pingshui": 1, "adaptive": 2, "constraints": 2, "stepper": 2.5, "scansion": 4, "plot": 1,
     "config_fields": 0.8, "config": 1, "start": 4.5, "run_state": 4.5, "run_dir": 4.6, "train": 5, "cli_errors": 5.5, "cli": 6, "__init__": 6, "__main__": 7,
 }
