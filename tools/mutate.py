@@ -55,6 +55,7 @@ SAMPLE, POETRY, CKPT = "charrnn/sample.py", "charrnn/poetry.py", "charrnn/checkp
 EVAL, ADAPT, CONS = "charrnn/evaluate.py", "charrnn/adaptive.py", "charrnn/constraints.py"
 ATOMIC, ENCODED, READING = "charrnn/atomic.py", "charrnn/encoded.py", "charrnn/reading.py"
 STEP, CATEG = "charrnn/stepper.py", "charrnn/categorical.py"
+HEAP, CLI = "charrnn/heap.py", "charrnn/cli.py"
 
 MUTANTS = [
     # -- the five named in the issue ---------------------------------------------------------
@@ -214,6 +215,10 @@ MUTANTS = [
       "the block draw trusts its own sums at a boundary", "tests/test_categorical.py"),
     m("M60", CATEG, "ends[rows, block - 1], 0.0)", "ends[rows, block], 0.0)",
       "the block draw starts the running sum one block late", "tests/test_categorical.py"),
+    m("M61", HEAP, " and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1", "",
+      "freed memory is still trimmed after every character", "tests/test_heap.py"),
+    m("M62", CLI, "    heap.keep_freed_memory()\n", "",
+      "the charrnn command leaves glibc's thresholds as they are", "tests/test_heap.py"),
 ]
 
 
