@@ -36,12 +36,16 @@ print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) /
 """
 
 
-def faults_per_round(setup: str) -> float:
-    script = FAULTS.format(setup=textwrap.dedent(setup))
+def run_python(script: str) -> str:
+    """Run script in a fresh interpreter without the user's malloc settings; its stdout."""
     environ = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                          env=environ)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env=environ).stdout
+
+
+def faults_per_round(setup: str) -> float:
+    out = run_python(FAULTS.format(setup=textwrap.dedent(setup)))
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_the_thresholds_are_set_where_the_c_library_is_glibc():
@@ -93,4 +97,4 @@ def test_a_training_worker_keeps_freed_memory():
         assert calls == [1], calls
         assert ours.recv()[0] == "error"
         """
-    faults_per_round(setup)  # check=True: the asserts above hold
+    run_python(textwrap.dedent(setup))  # check=True: the asserts above hold
