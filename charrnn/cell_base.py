@@ -75,6 +75,16 @@ def project(x: np.ndarray, Wx: np.ndarray, b: np.ndarray, k: np.ndarray | None =
     return out
 
 
+def columns(x: np.ndarray) -> np.ndarray:
+    """(T, R, C) -> (T, C, R), contiguous: a window's timesteps of rows as columns, and back.
+
+    The gated cells (lstm.py, gru.py) run their time loops on columns, (G, B) pre-activations
+    and (H, B) states, so that each gate's block is contiguous for the elementwise calls of a
+    timestep.
+    """
+    return np.ascontiguousarray(x.transpose(0, 2, 1))
+
+
 def sigmoid_of_negated_(z: np.ndarray) -> None:
     """In place: z = -a becomes sigmoid(a) = 1 / (1 + exp(-a)). Call under errstate(over="ignore")."""
     np.exp(z, out=z)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cell_base import Cell, input_grads, is_ids, project, sigmoid_of_negated_
+from .cell_base import Cell, columns, input_grads, is_ids, project, sigmoid_of_negated_
 
 
 class GRU(Cell):
@@ -44,42 +44,47 @@ class GRU(Cell):
         dt = p["Wh"].dtype
         k, bias_x, bhn_k = self.scaled(p, dt)
 
-        # gates[t] (B, 3H): x-side pre-activations times k, overwritten in place by r, z, n.
-        gates = project(x, p["Wx"], bias_x, k)
-        Wh_k = p["Wh"] * k
-        hn_k = np.empty((T, B, H), dtype=dt)  # k_n (h Wh_n + bh_n), kept for the backward pass
-        hbuf = np.empty((T + 1, B, H), dtype=dt)
-        hbuf[0] = h0
-        rec = np.empty((B, 3 * H), dtype=dt)
-        tmp = np.empty((B, H), dtype=dt)
+        # gates[t] (3H, B): x-side pre-activations times k, as columns (lstm.py says why),
+        # overwritten in place by r, z, n.
+        gates = columns(project(x, p["Wx"], bias_x, k))
+        WhT_k = np.ascontiguousarray((p["Wh"] * k).T)  # (3H, H)
+        bhn_k = bhn_k[:, None]
+        hn_k = np.empty((T, H, B), dtype=dt)  # k_n (Wh_n h + bh_n), kept for the backward pass
+        hbuf = np.empty((T + 1, H, B), dtype=dt)
+        hbuf[0] = h0.T
+        rec = np.empty((3 * H, B), dtype=dt)
+        tmp = np.empty((H, B), dtype=dt)
         with np.errstate(over="ignore"):
             for t in range(T):
-                np.matmul(hbuf[t], Wh_k, out=rec)
-                _gru_update(gates[t], rec, bhn_k, hbuf[t], hn_k[t], hbuf[t + 1], tmp)
+                np.matmul(WhT_k, hbuf[t], out=rec)
+                _gru_update(gates[t].reshape(3, H, B), rec.reshape(3, H, B), bhn_k, hbuf[t],
+                            hn_k[t], hbuf[t + 1], tmp)
 
-        cache = (x, gates, hn_k, hbuf)
-        return hbuf[1:], (hbuf[T].copy(),), cache
+        hs = columns(hbuf)  # (T+1, B, H): h_0 ... h_T as rows again
+        cache = (x, gates, hn_k, hbuf, hs)
+        return hs[1:], (hs[T].copy(),), cache
 
     def backward(self, p: dict, dhs: np.ndarray, dstate, cache):
-        x, gates, hn_k, hbuf = cache
+        x, gates, hn_k, hbuf, hs = cache
         T, B, H = dhs.shape
         dt = gates.dtype
-        dAx = np.empty((T, B, 3 * H), dtype=dt)  # d loss / d (x Wx + bx), gates r, z, n
-        dAh = np.empty((T, B, 3 * H), dtype=dt)  # d loss / d (h Wh + bh): differs in n only
-        WhT = np.ascontiguousarray(p["Wh"].T)
-        dh_rec = np.zeros((B, H), dt) if dstate is None else dstate[0].astype(dt, copy=True)
-        dh = np.empty((B, H), dtype=dt)
-        z_dh = np.empty((B, H), dtype=dt)
-        tmp = np.empty((B, H), dtype=dt)
+        dhs = columns(dhs)  # (T, H, B)
+        dAx = np.empty((T, 3 * H, B), dtype=dt)  # d loss / d (x Wx + bx), gates r, z, n
+        dAh = np.empty((T, 3 * H, B), dtype=dt)  # d loss / d (h Wh + bh): differs in n only
+        Wh = p["Wh"]  # (H, 3H): dh_{t-1} = Wh dAh_t in the column layout
+        dh_rec = np.zeros((H, B), dt) if dstate is None else dstate[0].T.astype(dt, order="C")
+        dh = np.empty((H, B), dtype=dt)
+        z_dh = np.empty((H, B), dtype=dt)
+        tmp = np.empty((H, B), dtype=dt)
         k_n = dt.type(self.k[-1])
 
         for t in range(T - 1, -1, -1):
             np.add(dhs[t], dh_rec, out=dh)
             g3, dx3, dh3 = gates[t], dAx[t], dAh[t]
-            r, z, n = g3[:, :H], g3[:, H : 2 * H], g3[:, 2 * H :]
-            d_rz, da_r, da_z, da_n = dx3[:, : 2 * H], dx3[:, :H], dx3[:, H : 2 * H], dx3[:, 2 * H :]
-            np.multiply(g3[:, : 2 * H], g3[:, : 2 * H], out=d_rz)
-            np.subtract(g3[:, : 2 * H], d_rz, out=d_rz)  # r (1 - r), z (1 - z)
+            r, z, n = g3[:H], g3[H : 2 * H], g3[2 * H :]
+            d_rz, da_r, da_z, da_n = dx3[: 2 * H], dx3[:H], dx3[H : 2 * H], dx3[2 * H :]
+            np.multiply(g3[: 2 * H], g3[: 2 * H], out=d_rz)
+            np.subtract(g3[: 2 * H], d_rz, out=d_rz)  # r (1 - r), z (1 - z)
             # d a_n = dh (1 - z) (1 - n^2), with dh (1 - z) = dh - z dh; z dh also reaches h_{t-1}.
             np.multiply(z, dh, out=z_dh)
             np.multiply(n, n, out=tmp)
@@ -90,24 +95,25 @@ class GRU(Cell):
             np.subtract(hbuf[t], n, out=tmp)
             tmp *= dh
             da_z *= tmp
-            # d a_r = d a_n (h Wh_n + bh_n) r (1 - r), the stored product being k_n times that.
+            # d a_r = d a_n (Wh_n h + bh_n) r (1 - r), the stored product being k_n times that.
             np.multiply(da_n, hn_k[t], out=tmp)
             tmp *= 1 / k_n
             da_r *= tmp
-            np.copyto(dh3[:, : 2 * H], d_rz)
-            np.multiply(da_n, r, out=dh3[:, 2 * H :])
-            np.matmul(dh3, WhT, out=dh_rec)
+            np.copyto(dh3[: 2 * H], d_rz)
+            np.multiply(da_n, r, out=dh3[2 * H :])
+            np.matmul(Wh, dh3, out=dh_rec)
             dh_rec += z_dh
 
-        dAh_flat = dAh.reshape(T * B, 3 * H)
-        dx, dWx = input_grads(x, p["Wx"], dAx)
+        dAx_rows, dAh_rows = columns(dAx), columns(dAh)  # (T, B, 3H)
+        dAh_flat = dAh_rows.reshape(T * B, 3 * H)
+        dx, dWx = input_grads(x, p["Wx"], dAx_rows)
         grads = {
             "Wx": dWx,
-            "Wh": hbuf[:-1].reshape(T * B, H).T @ dAh_flat,
-            "bx": dAx.reshape(T * B, 3 * H).sum(axis=0),
+            "Wh": hs[:-1].reshape(T * B, H).T @ dAh_flat,
+            "bx": dAx_rows.reshape(T * B, 3 * H).sum(axis=0),
             "bh": dAh_flat.sum(axis=0),
         }
-        return dx, (dh_rec,), grads
+        return dx, (dh_rec.T.copy(),), grads
 
     def step(self, p: dict, x: np.ndarray, state: tuple):
         (h,) = state
@@ -121,23 +127,25 @@ class GRU(Cell):
         rec *= k  # exact (k is -1 or -2), and cheaper per sampled character than scaling Wh
         hn_k, h_new, tmp = np.empty((3, B, H), dtype=dt)
         with np.errstate(over="ignore"):
-            _gru_update(ax, rec, bhn_k, h, hn_k, h_new, tmp)
+            _gru_update(ax.reshape(B, 3, H).transpose(1, 0, 2), rec.reshape(B, 3, H).transpose(1, 0, 2),
+                        bhn_k, h, hn_k, h_new, tmp)
         return h_new, (h_new,)
 
 
 def _gru_update(g3, rec, bhn_k, h_prev, hn_k, h, tmp) -> None:
     """The elementwise part of one GRU step, in place; run under np.errstate(over="ignore").
 
-    g3 (B, 3H): k * x-side pre-activations (see GRU._scaled), overwritten with r, z, n.
-    rec (B, 3H): h_prev (Wh * k). bhn_k (H,): k * bh_n. Writes hn_k = k * (h Wh_n + bh_n) and
-    the new h, each (B, H); tmp (B, H) is scratch.
+    g3 (3, ...): the gate blocks r, z, n of k * x-side pre-activations (see GRU.scaled), each
+    shaped like the state, (H, B) columns or (B, H) rows; overwritten with r, z, n.
+    rec (3, ...): the same blocks of k * Wh h_prev. bhn_k: k * bh_n, broadcasting over the state
+    ((H, 1) for columns, (H,) for rows). Writes hn_k = k * (Wh_n h + bh_n) and the new h, each
+    shaped like h_prev; tmp is scratch.
     """
-    H = h.shape[1]
-    rz, n, z = g3[:, : 2 * H], g3[:, 2 * H :], g3[:, H : 2 * H]
-    rz += rec[:, : 2 * H]
+    rz, z, n = g3[:2], g3[1], g3[2]
+    rz += rec[:2]
     sigmoid_of_negated_(rz)
-    np.add(rec[:, 2 * H :], bhn_k, out=hn_k)
-    np.multiply(rz[:, :H], hn_k, out=tmp)
+    np.add(rec[2], bhn_k, out=hn_k)
+    np.multiply(rz[0], hn_k, out=tmp)
     n += tmp
     sigmoid_of_negated_(n)
     n *= 2

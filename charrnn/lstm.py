@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cell_base import Cell, input_grads, is_ids, project, sigmoid_of_negated_
+from .cell_base import Cell, columns, input_grads, is_ids, project, sigmoid_of_negated_
 
 
 class LSTM(Cell):
@@ -68,7 +68,7 @@ class LSTM(Cell):
         # place the activations i, f, s, o with s = sigmoid(2 a_g), so that all four are sigmoids
         # and g = 2 s - 1. Each gate is then one contiguous (H, B) block, which the elementwise
         # calls go through faster than the strided column slices of a (B, 4H) row layout.
-        gates = _columns(project(x, p["Wx"], p["b"], k))
+        gates = columns(project(x, p["Wx"], p["b"], k))
         WhT_k = np.ascontiguousarray((p["Wh"] * k).T)  # (4H, H): a_t += WhT_k h_{t-1}
         hbuf = np.empty((T + 1, H, B), dtype=dt)  # hbuf[0] = h0, hbuf[t+1] = h_t, as columns
         # mult[t] (4, H, B) holds what each gate's derivative is multiplied by in the backward
@@ -89,7 +89,7 @@ class LSTM(Cell):
                 _lstm_update(a.reshape(4, H, B), m[1], m[0], mult[t + 1, 1], m[3], hbuf[t + 1], tmp, peep)
                 np.multiply(a[:H], 4, out=m[2])
 
-        hs = _columns(hbuf)  # (T+1, B, H): h_0 ... h_T as rows again
+        hs = columns(hbuf)  # (T+1, B, H): h_0 ... h_T as rows again
         cache = (x, gates, hbuf, hs, mult)
         return hs[1:], (hs[T].copy(), mult[T, 1].T.copy()), cache
 
@@ -98,7 +98,7 @@ class LSTM(Cell):
         T, B, H = dhs.shape
         dt = gates.dtype
         Wh = p["Wh"]  # (H, 4H): dh_{t-1} = Wh dA_t in the column layout
-        dhs = _columns(dhs)  # (T, H, B)
+        dhs = columns(dhs)  # (T, H, B)
         dA = np.empty((T, 4 * H, B), dtype=dt)  # gradient of the loss w.r.t. the pre-activations
         # dh_rec: the gradient reaching h_t through Wh h_t (from step t+1), or dstate at t = T-1.
         if dstate is None:
@@ -139,7 +139,7 @@ class LSTM(Cell):
                 dc_next += tmp
             np.matmul(Wh, d, out=dh_rec)
 
-        dA_rows = _columns(dA)  # (T, B, 4H)
+        dA_rows = columns(dA)  # (T, B, 4H)
         dA_flat = dA_rows.reshape(T * B, 4 * H)
         dx, dWx = input_grads(x, p["Wx"], dA_rows)
         grads = {
@@ -205,8 +205,3 @@ def _lstm_update(a4, c_prev, g, c, tanh_c, h, tmp, peep) -> None:
         sigmoid_of_negated_(o)
     np.tanh(c, out=tanh_c)
     np.multiply(o, tanh_c, out=h)
-
-
-def _columns(x: np.ndarray) -> np.ndarray:
-    """(T, R, C) -> (T, C, R), contiguous: a window's rows as columns and back."""
-    return np.ascontiguousarray(x.transpose(0, 2, 1))
