@@ -78,7 +78,7 @@ class LSTM(Cell):
         hbuf[0], mult[0, 1] = h0.T, c0.T
         rec = np.empty((4 * H, B), dtype=dt)
         tmp = np.empty((H, B), dtype=dt)
-        peep = self._peepholes(p, columns=True)
+        peep = self._peepholes(p, as_columns=True)
 
         with np.errstate(over="ignore"):  # exp(-a) = inf gives sigmoid(a) = 0, the exact limit
             for t in range(T):
@@ -165,17 +165,17 @@ class LSTM(Cell):
         g, c_new, tanh_c, h_new, tmp = np.empty((5, B, H), dtype=a.dtype)
         with np.errstate(over="ignore"):
             _lstm_update(a.reshape(B, 4, H).transpose(1, 0, 2), c, g, c_new, tanh_c, h_new, tmp,
-                         self._peepholes(p, columns=False))
+                         self._peepholes(p, as_columns=False))
         return h_new, (h_new, c_new)
 
-    def _peepholes(self, p: dict, columns: bool):
+    def _peepholes(self, p: dict, as_columns: bool):
         """None, or the peephole weights scaled by k like the gates they feed, shaped to broadcast
         over the cell state: (pi, pf) (2, H, 1) and po (H, 1) when it is (H, B) columns,
         (2, 1, H) and (H,) when it is (B, H) rows."""
         if not self.peephole:
             return None
         pi_pf, po = -np.stack([p["pi"], p["pf"]]), -p["po"]
-        if columns:
+        if as_columns:
             return pi_pf[:, :, None], po[:, None]
         return pi_pf[:, None, :], po
 
@@ -186,7 +186,7 @@ def _lstm_update(a4, c_prev, g, c, tanh_c, h, tmp, peep) -> None:
     a4 (4, ...): the gate blocks i, f, g, o of k * pre-activations (see LSTM.k), each shaped like
     the cell state, (H, B) columns or (B, H) rows; overwritten with the activations i, f, s, o
     where s = sigmoid(2 a_g). c_prev: the previous cell. Writes g = 2 s - 1, the new cell c,
-    tanh(c) and h, each shaped like c_prev; tmp is scratch. peep: LSTM._peepholes(p, layout).
+    tanh(c) and h, each shaped like c_prev; tmp is scratch. peep: LSTM._peepholes(p, as_columns).
     """
     i, f, s, o = a4
     if peep is None:
