@@ -155,9 +155,10 @@ def _input_and_recurrent(x, h2, Wh, Wx, first, out2, out, spare2, spare) -> None
 
 
 class _LSTM:
-    """One LSTM layer. State: h (B, H) and c, which lives in gc[..., 1, :] (gc (B, 2, H) = g, c;
-    (2, H) for one stream), so that g * i and c * f are one multiply by a[..., :2H] seen as
-    (..., 2, H) (i, f).
+    """One LSTM layer. State: h (B, H) and c, which lives in gc[1] (gc (2, B, H) = g, c; (2, H)
+    for one stream), so that g * i and c * f are one multiply by a[..., :2H] seen as (2, B, H)
+    (i, f), with g and c each contiguous (NumPy writes a strided (B, H) block at about half
+    speed).
 
     a (B, 4H) holds k * pre-activations (LSTM.k), then the activations i, f, s, o in place.
     `ones_*` stand in for the constant 1, which NumPy would convert on every call."""
@@ -174,25 +175,24 @@ class _LSTM:
         lead = () if batch == 1 else (batch,)
         peep = cell.peephole
         if peep:
-            pif_k = -np.stack([p["pi"], p["pf"]])                 # (2, H): k = -1 for i and f
+            pif_k = -np.stack([p["pi"], p["pf"]]).reshape(2, *(1,) * len(lead), H)  # k = -1 for i, f
             po_k = _per_row(-p["po"], batch)                      # (H,) or (B, H)
         self.h2 = h2 = np.zeros((batch, H), dt)
-        self.gc = gc = np.zeros((*lead, 2, H), dt)
+        self.gc = gc = np.zeros((2, *lead, H), dt)
         a2, rec2 = np.empty((batch, 4 * H), dt), np.empty((batch, 4 * H), dt)
-        t, pc = np.empty((*lead, H), dt), np.empty((*lead, 2, H), dt)
+        t, pc = np.empty((*lead, H), dt), np.empty((2, *lead, H), dt)
         a, rec, h = view(a2), view(rec2), view(h2)
-        a_if = a[..., : 2 * H].reshape(*lead, 2, H)
+        a_if = np.moveaxis(a[..., : 2 * H].reshape(*lead, 2, H), -2, 0)  # (2, B, H) or (2, H)
         a_sig = a[..., : 3 * H] if peep else a
         ones_sig, ones_h = (_per_row(np.ones(a_sig.shape[-1], dt), batch), _per_row(np.ones(H, dt), batch))
-        s, o, g, c = a[..., 2 * H : 3 * H], a[..., 3 * H :], gc[..., 0, :], gc[..., 1, :]
-        c_each_gate = gc[..., 1:2, :]                             # c as (..., 1, H), against (2, H)
+        s, o, (g, c) = a[..., 2 * H : 3 * H], a[..., 3 * H :], gc
 
         def step(x):
             # General: ((x Wx + h Wh) + b) k. Here (h Wh k + x Wx k) + b k: the same bits.
             _input_and_recurrent(x, h2, Wh_k, Wx_k, get, a2, a, rec2, rec)
             add(a, b_k, out=a)
             if peep:
-                multiply(pif_k, c_each_gate, out=pc)              # the previous cell, before c moves
+                multiply(pif_k, c, out=pc)                        # the previous cell, before c moves
                 add(a_if, pc, out=a_if)
             _sigmoid_of_negated(a_sig, ones_sig)
             add(s, s, out=g)                                      # g = tanh(a_g) = 2 s - 1
