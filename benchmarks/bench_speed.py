@@ -14,9 +14,8 @@ For each configuration (cell, V, H, layers, B, T) it measures, in one run:
   in NumPy with the same threads; "share" = floor time / charrnn step time;
 - sampling chars/s with one stream (2,000 characters: the lean OneStream path of `charrnn sample`,
   and the general model.step + charrnn.sample.choose it replaced, timed alternately, against
-  PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once
-  (the lean Streams path of `charrnn sample --num-samples 64` and `poem --best-of`, and the
-  general model.step + choose beside it), each beside its floor, the step's matrix products alone (for one stream the (1, n) products
+  PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once,
+  each beside its floor, the step's matrix products alone (for one stream the (1, n) products
   of one OneStream step; "share" = floor time / the step's time);
 - the peak memory of charrnn training: ru_maxrss of a fresh process that built the model and ran
   the timed steps (everything: interpreter, parameters, Adam state, the step's temporaries),
@@ -297,8 +296,7 @@ def worker_numpy_sample(cfg, chars, batch_steps):
     """charrnn sampling: one stream through the lean path `charrnn sample` takes (OneStream.step
     + draw, under one errstate per 32 characters as in sample.generate) and through the general
     one it took before (model.step + sample.choose, batch 1), alternately SAMPLE_ROUNDS times,
-    the median of each; and 64 streams at once the same way (Streams.step + choose against
-    model.step + choose)."""
+    the median of each; and 64 streams at once (model.step + choose)."""
     import numpy as np
 
     from charrnn.sample import choose
@@ -330,25 +328,18 @@ def worker_numpy_sample(cfg, chars, batch_steps):
     for _ in range(SAMPLE_ROUNDS):
         rounds["b1_general"].append(chars_per_s(general, chars))
         rounds["b1"].append(chars_per_s(lean, chars))
-    streams = model.streams(64)
-
-    def general64(n):
-        state, ids = model.init_state(64), np.zeros(64, dtype=np.int64)
-        for _ in range(n):
-            logits, state = model.step(ids, state)
-            ids = choose(logits, rng)
-
-    def lean64(n):
-        streams.reset()
-        ids = np.zeros(64, dtype=np.int64)
-        for _ in range(n):
-            ids = choose(streams.step(ids), rng)
-
-    rounds.update(b64=[], b64_general=[])
-    for _ in range(SAMPLE_ROUNDS):
-        rounds["b64_general"].append(64 * chars_per_s(general64, batch_steps))
-        rounds["b64"].append(64 * chars_per_s(lean64, batch_steps))
-    return {key: _median(values) for key, values in rounds.items()}
+    result = {key: _median(values) for key, values in rounds.items()}
+    state = model.init_state(64)
+    ids = np.zeros(64, dtype=np.int64)
+    for _ in range(20):  # warm-up
+        logits, state = model.step(ids, state)
+        ids = choose(logits, rng)
+    start = time.perf_counter()
+    for _ in range(batch_steps):
+        logits, state = model.step(ids, state)
+        ids = choose(logits, rng)
+    result["b64"] = 64 * batch_steps / (time.perf_counter() - start)
+    return result
 
 
 def _torch_model(cfg, threads):
@@ -551,7 +542,7 @@ def measure_once(cfg, args, have_torch: bool) -> dict:
     sample = spawn("numpy_sample", {"cfg": cfg, "chars": args.sample_chars,
                                     "batch_steps": args.batch_sample_steps}, env)
     row["np_sample_b1"], row["np_sample_b1_general"] = sample["b1"], sample["b1_general"]
-    row["np_sample_b64"], row["np_sample_b64_general"] = sample["b64"], sample["b64_general"]
+    row["np_sample_b64"] = sample["b64"]
     floor = spawn("numpy_sample_floor", {"cfg": cfg, "steps": args.batch_sample_steps, "rows": 64}, env)
     row["sample_b64_floor"] = 64 / _median(floor["times"])
     floor = spawn("numpy_sample_floor", {"cfg": cfg, "steps": args.sample_chars, "rows": 1}, env)
@@ -618,11 +609,10 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
 
     if "np_train" in results[0]["summary"]:
         _print_training(results, have_torch, label)
-    print("\nSampling, chars/s (b1, b64: the lean paths, one stream and 64; general: model.step + choose;"
+    print("\nSampling, chars/s (b1: the lean one-stream path; general: model.step + choose, batch 1;"
           " floors: the step's matrix products alone)")
     print(f"{'cell V H L B T':<30}{'b1':>9}{'general':>9}{'lean/gen':>9}{'torch b1':>9}{'kernel':>8}"
-          f"{'ratio':>7}{'b1 floor':>9}{'/torch':>7}{'share':>6}{'b64':>9}{'general':>9}{'b64/b1':>7}"
-          f"{'floor':>9}{'share':>6}")
+          f"{'ratio':>7}{'b1 floor':>9}{'/torch':>7}{'share':>6}{'b64':>9}{'b64/b1':>7}{'floor':>9}{'share':>6}")
     for r in results:
         s = r["summary"]
         torch_cols = (f"{s['torch_sample']:9.0f}{s['torch_sample_kernel']:>8}{s['sample_ratio']:7.2f}"
@@ -630,7 +620,7 @@ def print_tables(results: list[dict], have_torch: bool) -> None:
         print(f"{label(r['config']):<30}{s['np_sample_b1']:9.0f}{s['np_sample_b1_general']:9.0f}"
               f"{s['lean_over_general']:9.2f}{torch_cols}{s['sample_b1_floor']:9.0f}"
               f"{_fmt(s.get('b1_floor_ratio'), '7.2f')}{s['b1_share_of_floor']:6.2f}"
-              f"{s['np_sample_b64']:9.0f}{s['np_sample_b64_general']:9.0f}{s['b64_over_b1']:7.1f}"
+              f"{s['np_sample_b64']:9.0f}{s['b64_over_b1']:7.1f}"
               f"{s['sample_b64_floor']:9.0f}{s['b64_share_of_floor']:6.2f}")
 
 

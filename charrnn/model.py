@@ -20,7 +20,7 @@ import numpy as np
 from .adaptive import AdaptiveHead
 from .cells import make_cell
 from .functional import scatter_add_rows, softmax_cross_entropy_
-from .stepper import OneStream, Streams
+from .stepper import OneStream
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,13 +301,3 @@ class CharRNN:
         if type(self).step is not CharRNN.step:
             return None
         return OneStream(self.cells, self.params, bool(self.embedding_size), self.adaptive)
-
-    def streams(self, batch_size: int) -> Streams | None:
-        """The lean twin of step for batch_size > 1 streams (charrnn.stepper.Streams), holding
-        its own state: the same logits without step's per-character dicts and allocations. None
-        for a subclass that overrides step."""
-        if batch_size < 2:
-            raise ValueError(f"streams serves batch sizes of 2 and more (one_stream serves 1), got {batch_size}")
-        if type(self).step is not CharRNN.step:
-            return None
-        return Streams(self.cells, self.params, bool(self.embedding_size), self.adaptive, batch_size)

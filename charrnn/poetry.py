@@ -30,7 +30,7 @@ import numpy as np
 from charrnn.constraints import VerseConstraints, templates_fitting_forced
 from charrnn.errors import CharRNNError, UsageError
 from charrnn.prosody import PING, SCHEMES, TEMPLATES, ZE, RhymeBook, check_template, load_book
-from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose, one_stream, start_id, stepper
+from charrnn.sample import MAX_SAMPLES, check_count, check_sampling_options, choose, one_stream, start_id
 
 COMMA, PERIOD = "，", "。"
 # Fed before a poem's first character: the end of the previous poem.
@@ -298,16 +298,16 @@ def compose_scored(model, vocab, form: str, rng: np.random.Generator, *, num: in
     written = np.zeros((rows, len(tokens)), dtype=bool)
     nll = np.zeros(rows)
     prev = np.full(rows, start_id(vocab, _POEM_START), dtype=np.int64)
+    state = model.init_state(rows)
     all_rows = np.arange(rows)
     # One poem: the lean stepper (the same logits and draws), under one errstate for the poem.
     stream = one_stream(model, rows)
-    step = stepper(model, rows) if stream is None else None
     with np.errstate(over="ignore") if stream is not None else contextlib.nullcontext():
         for slot in range(out.shape[1]):
             if stream is not None:
                 logits = stream.step(int(prev[0]))
             else:
-                logits = step(prev)
+                logits, state = model.step(prev, state)
             line, column = divmod(slot, width)
             if slot in forced:
                 prev = np.full(rows, forced[slot], dtype=np.int64)

@@ -22,7 +22,7 @@ from charrnn.errors import CharRNNError, UsageError
 if TYPE_CHECKING:
     from charrnn.corpus import Vocab
 
-__all__ = ["choose", "check_count", "check_sampling_options", "generate", "one_stream", "stepper", "StepModel"]
+__all__ = ["choose", "check_count", "check_sampling_options", "generate", "one_stream", "StepModel"]
 
 # With an empty prime the model still needs an input to produce its first logits: the first of
 # these characters that the vocabulary has (a line break is where text naturally begins), else id 0.
@@ -49,8 +49,7 @@ class StepModel(Protocol):
         """ids (B,) int -> logits (B, V) float, new state; `state` is left unchanged."""
 
     # Optional: one_stream() -> a charrnn.stepper.OneStream giving the same logits for one
-    # stream, faster, or None. `generate` and `poetry.compose` use it at batch size 1, and
-    # streams(B) -> a charrnn.stepper.Streams, the same for B > 1 streams, or None (`stepper`).
+    # stream, faster, or None. `generate` and `poetry.compose` use it at batch size 1.
 
 
 def check_sampling_options(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -302,15 +301,15 @@ def _steps(model, rng, context, batch_size, length, options) -> Iterator[np.ndar
     earlier if the consumer stops asking (no model step is wasted either way)."""
     if length == 0:
         return
-    step = stepper(model, batch_size)
+    state = model.init_state(batch_size)
     for token in context:
-        logits = step(np.full(batch_size, token, dtype=np.int64))
+        logits, state = model.step(np.full(batch_size, token, dtype=np.int64), state)
     temperature, top_k, top_p = options
     for n in range(length):
         ids = _draw(logits, rng, temperature, top_k, top_p, None)
         yield ids
         if n + 1 < length:
-            logits = step(ids)
+            logits, state = model.step(ids, state)
 
 
 def _stream_one(vocab, prime_text, steps, out, stop_ids) -> Iterator[str]:
@@ -334,25 +333,6 @@ def _stream_one(vocab, prime_text, steps, out, stop_ids) -> Iterator[str]:
             start = done
     if done > start:
         yield vocab.decode(out[start:done])
-
-
-def stepper(model, batch_size: int):
-    """step(ids (B,) int64) -> logits (B, V) for batch_size streams from the zero state: the
-    model's lean Streams (charrnn.stepper, from CharRNN.streams) for B > 1 when it offers one,
-    else model.step with the state kept here. The logits are the same either way; the array
-    returned may be overwritten by the next call."""
-    make = getattr(model, "streams", None)
-    streams = make(batch_size) if batch_size > 1 and make is not None else None
-    if streams is not None:
-        return streams.step
-    state = model.init_state(batch_size)
-
-    def step(ids: np.ndarray) -> np.ndarray:
-        nonlocal state
-        logits, state = model.step(ids, state)
-        return logits
-
-    return step
 
 
 def one_stream(model, batch_size: int):

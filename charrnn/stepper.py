@@ -1,4 +1,4 @@
-"""The lean paths behind `sample` and `poem`: OneStream for one stream, Streams for several.
+"""One stream, one character at a time: the lean path behind `sample` and `poem` at batch size 1.
 
 `CharRNN.step` + `sample.choose` serve any number of streams, and per character they build each
 layer's parameter dict, allocate every temporary, enter np.errstate once per layer and copy and
@@ -11,26 +11,22 @@ scaled once, with layer 0's input rows computed once per id:
         logits = stream.step(token)      # int -> (1, V), like model.step(np.array([token]), state)
         token = stream.draw(logits, rng, temperature, top_k, top_p, allowed)   # like choose
 
-`Streams` (model.streams(B)) runs the same layers with B rows for `--num-samples` and `poem`'s
-batches: step(ids (B,)) -> (B, V), drawn from with `choose`.
-
-Both give exactly the logits, bit for bit, and OneStream the draws, of the general path for the
-same generator state (tests/test_stepper.py compares them for every cell, input, head and dtype).
+It gives exactly the logits, bit for bit, and the draws of the general path for the same
+generator state (tests/test_stepper.py compares them for every cell, input, head and dtype).
 Each operation below is the general one with its operands in the same order (or swapped, which
 IEEE addition and multiplication allow), or differs from it only by a factor k in {-1, -2} (the
 gates' constants, cell_base.py): multiplying by a power of two is exact, so x (Wh k) and
 (x Wh) k are the same bits, as are x k + y k and (x + y) k. What would not be exact is left
 undone: the LSTM and RNN biases are not folded into the input rows, because the general step
 rounds ((x + h Wh) + b), not ((x + b) + h Wh) (the GRU's x-side bias is folded: there the
-general step adds it to x Wx first); and an embedding's projection is computed as the (B, E) @
-(E, G) product the general step computes, not as one (V, E) @ (E, G) GEMM, which may sum in
-another order. (The one theoretical exception, far from any real weights: a product that
-underflows to a subnormal can round differently once scaled by k.)
+general step adds it to x Wx first); and an embedding's projection is computed row by row as
+the (1, E) @ (E, G) product the general step computes, not as one (V, E) @ (E, G) GEMM, which
+may sum in another order. (The one theoretical exception, far from any real weights: a product
+that underflows to a subnormal can round differently once scaled by k.)
 
-Matrix products take (B, n) arrays, as in the general step, so that BLAS runs the same kernel.
-With one stream the elementwise calls take 1-D views of them, which NumPy runs at about half the
-cost of a (1, n) array meeting a broadcast (n,) operand; with B rows, constants are repeated on
-B rows for the same reason (_per_row).
+Matrix products take (1, n) arrays, as in the general step, so that BLAS runs the same kernel;
+elementwise calls take 1-D views of them, which NumPy runs at about half the cost of a (1, n)
+array meeting a broadcast (n,) operand.
 """
 
 from __future__ import annotations
@@ -45,151 +41,93 @@ from .lstm import LSTM
 from .rnn import RNN
 from .sample import apply_mask, keep_nucleus, raise_non_finite
 
-__all__ = ["OneStream", "Streams"]
+__all__ = ["OneStream"]
 
 
 class _InputRows:
-    """Layer 0's input contribution for one stream, per id, computed on first use and kept:
-    rows[v] (G,).
+    """Layer 0's input contribution per id, computed on first use and kept: rows[v] (G,).
 
     Lazy, because with thousands of characters a whole (V, G) table would cost more than a short
     sample (a poem reads about 60 ids) and most rows would never be read; the dict grows only
-    with the distinct ids seen. fold_ turns the raw projection (G,) in place into what the cell
-    adds.
+    with the distinct ids seen. fold(x) turns the raw projection x (G,) or (1, G) into what the
+    cell adds; it must return an array it owns or a view of the weights that is never written.
     """
 
-    def __init__(self, Wx: np.ndarray, embed: np.ndarray | None, fold_):
-        # Wx (D, G): D = V (one-hot) or E (embed (V, E)); fold_: (G,) -> None, in place
-        self.Wx, self.embed, self.fold_ = Wx, embed, fold_
+    def __init__(self, Wx: np.ndarray, embed: np.ndarray | None, fold):
+        # Wx (D, G): D = V (one-hot) or E (embed (V, E)); fold: (G,) or (1, G) -> (G,) or (1, G)
+        self.Wx, self.embed, self.fold = Wx, embed, fold
         self.rows: dict[int, np.ndarray] = {}
-        rows = self.rows
 
-        def get(v: int) -> np.ndarray:
-            row = rows.get(v)
-            return self._fill(v) if row is None else row
-
-        self.get = get
-
-    def _fill(self, v: int) -> np.ndarray:
+    def fill(self, v: int) -> np.ndarray:
+        """Compute, keep and return rows[v]; callers look in `rows` first."""
         if self.embed is None:
-            x = self.Wx[v].copy()               # one-hot: the row gather of the general step
+            x = self.Wx[v]                      # one-hot: the row gather of the general step
         else:
             # np.take gives a fresh aligned (1, E) like embed.W[ids] in CharRNN.step, so the
             # (1, E) @ (E, G) product below is the very call the general step makes.
             x = np.take(self.embed, [v], axis=0) @ self.Wx
-        row = self.rows[v] = x.reshape(-1)
-        self.fold_(row)
+        row = self.rows[v] = self.fold(x).reshape(-1)
         return row
-
-
-class _InputGather:
-    """Layer 0's input contribution for B streams: get(ids (B,)) -> (B, G), into one buffer.
-
-    The general step's gather (one-hot) or (B, E) @ (E, G) product (embedding), then fold_ in
-    place; a table of every id scaled once would cost a copy of Wx, which with thousands of
-    characters is the model's largest matrix. The ids are the model's own (a draw or the
-    vocabulary's), so np.take runs with mode="clip": with the default "raise" and `out`, NumPy
-    gathers into a temporary and copies it (about 2.5x the time of the gather)."""
-
-    def __init__(self, Wx: np.ndarray, embed: np.ndarray | None, fold_, batch: int):
-        out = np.empty((batch, Wx.shape[1]), Wx.dtype)            # (B, G)
-        if embed is None:
-            def get(ids):
-                np.take(Wx, ids, axis=0, out=out, mode="clip")
-                fold_(out)
-                return out
-        else:
-            e = np.empty((batch, embed.shape[1]), embed.dtype)    # (B, E)
-
-            def get(ids):
-                np.take(embed, ids, axis=0, out=e, mode="clip")
-                matmul(e, Wx, out=out)
-                fold_(out)
-                return out
-        self.get = get
-
-
-def _first_input(first: bool, p: dict, embed: np.ndarray | None, fold_, batch: int):
-    """get(x) of layer 0's input contribution (an id for one stream, ids (B,) for B), or None
-    above layer 0, where the input is the layer below's h."""
-    if not first:
-        return None
-    if batch == 1:
-        return _InputRows(p["Wx"], embed, fold_).get
-    return _InputGather(p["Wx"], embed, fold_, batch).get
-
-
-def _rows_view(batch: int):
-    """What the elementwise calls see of a (B, n) buffer: its 1-D row for one stream (see the
-    module docstring), the buffer itself for B > 1."""
-    return (lambda a: a[0]) if batch == 1 else (lambda a: a)
-
-
-def _per_row(x: np.ndarray, batch: int) -> np.ndarray:
-    """A constant operand x (n,) of the elementwise calls: itself for one stream, repeated on B
-    rows for B, since NumPy takes about twice as long over a (B, n) array when the other operand
-    is a broadcast (n,)."""
-    return x if batch == 1 else np.tile(x, (batch, 1))
 
 
 # The layers below build their step as a closure over fixed buffers and views: a character
 # then costs no attribute look-ups or slicing beyond the NumPy calls themselves, which at these
-# sizes cost about as much as their arithmetic. step(x): x is the input (an id for one stream,
-# ids (B,) for B, at layer 0) or the layer below's h (B, H); it returns this layer's h (B, H),
-# a buffer overwritten by the next step. Matrix products take (B, n) arrays, elementwise calls
-# their views (_rows_view); gate blocks are sliced on the last axis, which serves both.
+# sizes cost about as much as their arithmetic. step(x): x is an id (layer 0) or the layer
+# below's h (1, H); it returns this layer's h (1, H), a buffer overwritten by the next step.
+# Matrix products take (1, n) arrays, elementwise calls their 1-D views.
 
 add, multiply, subtract, matmul = np.add, np.multiply, np.subtract, np.matmul
 
 
-def _input_and_recurrent(x, h2, Wh, Wx, first, out2, out, spare2, spare) -> None:
-    """out2 (B, G) = h2 Wh + the input's part: first(x) in layer 0, the product x Wx above it
-    (spare2 (B, G) its buffer); out and spare are their views. The general step adds the same
-    two terms in the other order, which IEEE addition gives the same bits."""
+def _input_and_recurrent(x, h2, Wh, Wx, rows, fill, out2, spare2) -> None:
+    """out2 (1, G) = h2 Wh + the input's part: the cached row of id x in layer 0 (rows, fill),
+    the product x Wx above it (spare2 (1, G) its buffer). The general step adds the same two
+    terms in the other order, which IEEE addition gives the same bits."""
     matmul(h2, Wh, out=out2)
-    if first is not None:
-        add(out, first(x), out=out)
+    out = out2[0]
+    if rows is not None:
+        row = rows.get(x)
+        add(out, fill(x) if row is None else row, out=out)
     else:
         matmul(x, Wx, out=spare2)
-        add(out, spare, out=out)
+        add(out, spare2[0], out=out)
+
+
+def _first_rows(first: _InputRows | None):
+    """(rows dict, fill) of layer 0's input rows, or (None, None) above it."""
+    return (first.rows, first.fill) if first is not None else (None, None)
 
 
 class _LSTM:
-    """One LSTM layer. State: h (B, H) and c, which lives in gc[1] (gc (2, B, H) = g, c; (2, H)
-    for one stream), so that g * i and c * f are one multiply by a[..., :2H] seen as (2, B, H)
-    (i, f), with g and c each contiguous (NumPy writes a strided (B, H) block at about half
-    speed).
+    """One LSTM layer. State: h (1, H) and c, which lives in gc[1] (gc (2, H) = g, c), so that
+    g * i and c * f are one multiply by a[:2H] seen as (2, H) (i, f).
 
-    a (B, 4H) holds k * pre-activations (LSTM.k), then the activations i, f, s, o in place.
-    `ones_*` stand in for the constant 1, which NumPy would convert on every call."""
+    a (1, 4H) holds k * pre-activations (LSTM.k), then the activations i, f, s, o in place.
+    `ones` (4H,) stands in for the constant 1, which NumPy would convert on every call."""
 
-    def __init__(self, cell: LSTM, p: dict, first: bool, embed: np.ndarray | None, batch: int):
+    def __init__(self, cell: LSTM, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
         k = cell.k.astype(dt)                                    # (4H,)
         Wh_k = p["Wh"] * k                                        # (H, 4H)
-        b_k = _per_row(p["b"] * k, batch)                         # (4H,) or (B, 4H)
+        b_k = p["b"] * k                                          # (4H,)
         Wx_k = None if first else p["Wx"] * k                     # (H, 4H)
-        k_rows = _per_row(k, batch)
-        get = _first_input(first, p, embed, lambda z: multiply(z, k_rows, out=z), batch)
-        view = _rows_view(batch)
-        lead = () if batch == 1 else (batch,)
+        rows, fill = _first_rows(_InputRows(p["Wx"], embed, lambda x: x * k) if first else None)
         peep = cell.peephole
         if peep:
-            pif_k = -np.stack([p["pi"], p["pf"]]).reshape(2, *(1,) * len(lead), H)  # k = -1 for i, f
-            po_k = _per_row(-p["po"], batch)                      # (H,) or (B, H)
-        self.h2 = h2 = np.zeros((batch, H), dt)
-        self.gc = gc = np.zeros((2, *lead, H), dt)
-        a2, rec2 = np.empty((batch, 4 * H), dt), np.empty((batch, 4 * H), dt)
-        t, pc = np.empty((*lead, H), dt), np.empty((2, *lead, H), dt)
-        a, rec, h = view(a2), view(rec2), view(h2)
-        a_if = np.moveaxis(a[..., : 2 * H].reshape(*lead, 2, H), -2, 0)  # (2, B, H) or (2, H)
-        a_sig = a[..., : 3 * H] if peep else a
-        ones_sig, ones_h = (_per_row(np.ones(a_sig.shape[-1], dt), batch), _per_row(np.ones(H, dt), batch))
-        s, o, (g, c) = a[..., 2 * H : 3 * H], a[..., 3 * H :], gc
+            pif_k = -np.stack([p["pi"], p["pf"]])                 # (2, H): k = -1 for i and f
+            po_k = -p["po"]                                       # (H,)
+        self.h2 = h2 = np.zeros((1, H), dt)
+        self.gc = gc = np.zeros((2, H), dt)
+        a2, rec2 = np.empty((1, 4 * H), dt), np.empty((1, 4 * H), dt)
+        t, pc, ones = np.empty(H, dt), np.empty((2, H), dt), np.ones(4 * H, dt)
+        a, h = a2[0], h2[0]
+        a_if = a[: 2 * H].reshape(2, H)
+        a_sig, ones_sig = (a[: 3 * H], ones[: 3 * H]) if peep else (a, ones)
+        s, o, g, c, ones_h = a[2 * H : 3 * H], a[3 * H :], gc[0], gc[1], ones[:H]
 
         def step(x):
             # General: ((x Wx + h Wh) + b) k. Here (h Wh k + x Wx k) + b k: the same bits.
-            _input_and_recurrent(x, h2, Wh_k, Wx_k, get, a2, a, rec2, rec)
+            _input_and_recurrent(x, h2, Wh_k, Wx_k, rows, fill, a2, rec2)
             add(a, b_k, out=a)
             if peep:
                 multiply(pif_k, c, out=pc)                        # the previous cell, before c moves
@@ -215,51 +153,41 @@ class _LSTM:
 
 
 class _GRU:
-    """One GRU layer. State: h (B, H), updated in place.
+    """One GRU layer. State: h (1, H), updated in place.
 
-    rec (B, 3H) holds h Wh k, then r, z (sigmoids) and k_n (h Wh_n + bh_n) in place; the x side
-    (B, 3H) is k (x Wx + bx + bh_rz), for layer 0 with the bias folded in as the input is
-    fetched (here folding is exact: the general step adds that bias to x Wx before anything
-    else)."""
+    rec (1, 3H) holds h Wh k, then r, z (sigmoids) and k_n (h Wh_n + bh_n) in place; the x side
+    (3H,) is k (x Wx + bx + bh_rz), for layer 0 a row of the input table with the bias folded
+    in (here folding is exact: the general step adds that bias to x Wx before anything else)."""
 
-    def __init__(self, cell: GRU, p: dict, first: bool, embed: np.ndarray | None, batch: int):
+    def __init__(self, cell: GRU, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
         k, bias_x, bhn_k = cell.scaled(p, dt)                    # (3H,), (3H,), (H,)
         Wh_k = p["Wh"] * k                                        # (H, 3H)
-
-        bias_x_rows, k_rows = _per_row(bias_x, batch), _per_row(k, batch)
-
-        def fold_(z):
-            add(z, bias_x_rows, out=z)
-            multiply(z, k_rows, out=z)
-
-        get = _first_input(first, p, embed, fold_, batch)
+        rows, fill = _first_rows(_InputRows(p["Wx"], embed, lambda x: (x + bias_x) * k) if first else None)
         if not first:
             Wx_k = p["Wx"] * k                                    # (H, 3H)
-            bx_k = _per_row(bias_x * k, batch)                    # (3H,) or (B, 3H)
-        view = _rows_view(batch)
-        lead = () if batch == 1 else (batch,)
-        self.h2 = h2 = np.zeros((batch, H), dt)
-        ax2, rec2 = np.empty((batch, 3 * H), dt), np.empty((batch, 3 * H), dt)
-        n, t = np.empty((*lead, H), dt), np.empty((*lead, H), dt)
-        ones, ones_h = _per_row(np.ones(2 * H, dt), batch), _per_row(np.ones(H, dt), batch)
-        bhn_k = _per_row(bhn_k, batch)                            # (H,) or (B, H)
-        rec, h, ax_above = view(rec2), view(h2), view(ax2)
-        rz, r, z, hn = rec[..., : 2 * H], rec[..., :H], rec[..., H : 2 * H], rec[..., 2 * H :]
+            bx_k = bias_x * k                                     # (3H,)
+        self.h2 = h2 = np.zeros((1, H), dt)
+        ax2, rec2 = np.empty((1, 3 * H), dt), np.empty((1, 3 * H), dt)
+        n, t, ones = np.empty(H, dt), np.empty(H, dt), np.ones(2 * H, dt)
+        rec, h, ones_h = rec2[0], h2[0], ones[:H]
+        rz, r, z, hn = rec[: 2 * H], rec[:H], rec[H : 2 * H], rec[2 * H :]
 
         def step(x):
-            if get is not None:
-                ax = get(x)
+            if rows is not None:
+                ax = rows.get(x)
+                if ax is None:
+                    ax = fill(x)
             else:
                 matmul(x, Wx_k, out=ax2)
-                ax = ax_above
+                ax = ax2[0]
                 add(ax, bx_k, out=ax)
             matmul(h2, Wh_k, out=rec2)
-            add(rz, ax[..., : 2 * H], out=rz)
+            add(rz, ax[: 2 * H], out=rz)
             _sigmoid_of_negated(rz, ones)
             add(hn, bhn_k, out=hn)
             multiply(r, hn, out=n)
-            add(ax[..., 2 * H :], n, out=n)
+            add(ax[2 * H :], n, out=n)
             _sigmoid_of_negated(n, ones_h)
             add(n, n, out=n)                                      # n = tanh(...) = 2 s - 1
             subtract(n, ones_h, out=n)
@@ -275,23 +203,22 @@ class _GRU:
 
 
 class _RNN:
-    """One vanilla RNN layer. State: h (B, H), in one of two buffers that swap, since h' is
+    """One vanilla RNN layer. State: h (1, H), in one of two buffers that swap, since h' is
     computed from h Wh into a buffer of its own."""
 
-    def __init__(self, cell: RNN, p: dict, first: bool, embed: np.ndarray | None, batch: int):
+    def __init__(self, cell: RNN, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
-        Wh, Wx, b = p["Wh"], p["Wx"], _per_row(p["b"], batch)    # (H, H), (D, H), (H,) or (B, H)
-        get = _first_input(first, p, embed, lambda z: None, batch)
-        view = _rows_view(batch)
+        Wh, Wx, b = p["Wh"], p["Wx"], p["b"]                      # (H, H), (D, H), (H,)
+        rows, fill = _first_rows(_InputRows(Wx, embed, lambda x: x) if first else None)
         relu = cell.nonlinearity == "relu"
-        buffers = [(buf, view(buf)) for buf in np.zeros((2, batch, H), dt)]  # [h, spare], each with its view
+        buffers = [np.zeros((1, H), dt), np.zeros((1, H), dt)]   # [h, spare]
         self.buffers = buffers
-        xw2, zero = np.empty((batch, H), dt), _per_row(np.zeros(H, dt), batch)
-        xw = view(xw2)
+        xw2, zero = np.empty((1, H), dt), np.zeros(H, dt)
 
         def step(x):
-            (h2, _), (a2, a) = buffers
-            _input_and_recurrent(x, h2, Wh, Wx, get, a2, a, xw2, xw)  # general: (x Wx + h Wh) + b
+            h2, a2 = buffers
+            a = a2[0]
+            _input_and_recurrent(x, h2, Wh, Wx, rows, fill, a2, xw2)  # general: (x Wx + h Wh) + b
             add(a, b, out=a)
             if relu:
                 np.maximum(a, zero, out=a)
@@ -303,34 +230,23 @@ class _RNN:
         self.step = step
 
     def reset(self) -> None:
-        self.buffers[0][0].fill(0)
+        self.buffers[0].fill(0)
 
 
 _LAYERS = {LSTM: _LSTM, GRU: _GRU, RNN: _RNN}
 
 
-def _layers(cells: list, params: dict, embedding: bool, batch: int) -> list:
-    """The model's layers (cells, params as CharRNN holds them) for `batch` streams."""
-    layers = []
-    for layer, cell in enumerate(cells):
-        prefix = f"layers.{layer}."
-        p = {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
-        embed = params["embed.W"] if embedding else None  # (V, E)
-        layers.append(_LAYERS[type(cell)](cell, p, layer == 0, embed, batch))
-    return layers
-
-
 class _FullHead:
-    """run(h (B, H)) -> logits (B, V) = h W + b, into one buffer."""
+    """run(h (1, H)) -> logits (1, V) = h W + b, into one buffer."""
 
-    def __init__(self, params: dict, dt, batch: int):
-        W, b = params["head.W"], _per_row(params["head.b"], batch)  # (H, V), (V,) or (B, V)
-        self.out = out = np.empty((batch, W.shape[1]), dt)
-        out_view = _rows_view(batch)(out)
+    def __init__(self, params: dict, dt):
+        W, b = params["head.W"], params["head.b"]                 # (H, V), (V,)
+        self.out = out = np.empty((1, W.shape[1]), dt)
+        out1 = out[0]
 
         def head(h2):
             matmul(h2, W, out=out)
-            add(out_view, b, out=out_view)
+            add(out1, b, out=out1)
             return out
 
         self.run = head
@@ -389,8 +305,13 @@ class OneStream:
 
     def __init__(self, cells: list, params: dict, embedding: bool, adaptive: AdaptiveHead | None):
         dt = params["layers.0.Wh"].dtype
-        self.layers = _layers(cells, params, embedding, 1)
-        self.head = _AdaptiveHead(adaptive, params, dt) if adaptive else _FullHead(params, dt, 1)
+        self.layers = []
+        for layer, cell in enumerate(cells):
+            prefix = f"layers.{layer}."
+            p = {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
+            embed = params["embed.W"] if embedding else None  # (V, E)
+            self.layers.append(_LAYERS[type(cell)](cell, p, layer == 0, embed))
+        self.head = _AdaptiveHead(adaptive, params, dt) if adaptive else _FullHead(params, dt)
         self.vocab_size = self.head.out.shape[1]
         self.z = np.empty((1, self.vocab_size))                   # float64: draw's work buffer
         self._c = self.z[0]                                       # (V,) view of z
@@ -456,48 +377,9 @@ class OneStream:
         return i
 
 
-
-class Streams:
-    """CharRNN.step for B > 1 streams, on buffers allocated once and weights scaled once: the
-    same layers as OneStream's with B rows, the state kept inside.
-
-        streams = model.streams(B)           # the current parameters; None if step is overridden
-        logits = streams.step(ids)           # ids (B,) int -> (B, V), like model.step(ids, state)
-
-    The logits are model.step's bit for bit (tests/test_stepper.py); the draw stays
-    sample.choose's. The adaptive head is the general one: with B rows its calls already serve
-    the whole batch.
-    """
-
-    def __init__(self, cells: list, params: dict, embedding: bool, adaptive: AdaptiveHead | None,
-                 batch: int):
-        dt = params["layers.0.Wh"].dtype
-        self.layers = _layers(cells, params, embedding, batch)
-        self._steps = [layer.step for layer in self.layers]
-        if adaptive:
-            self._head = lambda h: adaptive.log_probs(params, h)
-        else:
-            self._head = _FullHead(params, dt, batch).run
-
-    def reset(self) -> None:
-        """Back to the zero state (model.init_state(B))."""
-        for layer in self.layers:
-            layer.reset()
-
-    def step(self, ids: np.ndarray) -> np.ndarray:
-        """Feed ids (B,) int64; returns the next logits (B, V) in the model dtype (log-probabilities
-        with the adaptive head), a buffer overwritten by the next step. np.errstate is entered
-        here, once per step, as OneStream.step explains."""
-        x = ids
-        with np.errstate(over="ignore"):
-            for step in self._steps:
-                x = step(x)
-            return self._head(x)
-
 def _sigmoid_of_negated(z: np.ndarray, ones: np.ndarray) -> None:
-    """In place: z (n,) or (B, n) = -a becomes sigmoid(a) = 1 / (1 + exp(-a)),
-    cell_base.sigmoid_of_negated_ with ones (z's shape) for the 1, which NumPy would otherwise
-    convert on every call."""
+    """In place: z (n,) = -a becomes sigmoid(a) = 1 / (1 + exp(-a)), cell_base.sigmoid_of_negated_
+    with a 1-D ones (n,) for the 1, which NumPy would otherwise convert on every call."""
     np.exp(z, out=z)
     np.add(z, ones, out=z)
     np.reciprocal(z, out=z)
