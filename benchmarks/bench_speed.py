@@ -244,8 +244,12 @@ def worker_numpy_sample_floor(cfg, steps, rows=64):
     """The matrix products of one sampling step for `rows` streams, alone: h Wh for every
     layer, x Wx above the first (one-hot input is a row gather), and the head for every row
     (the adaptive head scores every cluster: its projections and outputs for every row). With
-    rows = 1 these are the (1, n) products of one OneStream step."""
+    rows = 1 these are the products of one OneStream step: (1, n) rows, and above the first
+    layer, where charrnn.stepper.stack_pays, one matrix-vector product over the stacked weights
+    instead of x Wx and h Wh (with the GRU's two zero blocks)."""
     import numpy as np
+
+    from charrnn.stepper import stack_pays
 
     cell, V, H, L, B, T, head = _unpack(cfg)
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
@@ -254,7 +258,12 @@ def worker_numpy_sample_floor(cfg, steps, rows=64):
     def rand(*shape):
         return rng.standard_normal(shape, dtype=np.float32)
 
-    shapes = [(H, G)] * L + [(H, G)] * (L - 1)
+    stacked_rows = 4 * H if cell == "gru" else G  # (G', D + H): the GRU keeps n's x and h parts apart
+    stacked = []
+    if rows == 1 and L > 1 and stack_pays((H * G, H * G), stacked_rows * 2 * H):
+        stacked = [(rand(stacked_rows, 2 * H), rand(2 * H), np.empty(stacked_rows, np.float32))
+                   for _ in range(L - 1)]
+    shapes = [(H, G)] * (1 if stacked else 2 * L - 1)  # h Wh of every layer, x Wx above the first
     if head == "adaptive":
         from charrnn.adaptive import projection_sizes
 
@@ -264,7 +273,7 @@ def worker_numpy_sample_floor(cfg, steps, rows=64):
             shapes += [(H, d), (d, [*cutoffs[1:], V][i] - cutoffs[i])]
     else:
         shapes.append((H, V))
-    products = [(rand(rows, k), rand(k, m), np.empty((rows, m), np.float32)) for k, m in shapes]
+    products = [(rand(rows, k), rand(k, m), np.empty((rows, m), np.float32)) for k, m in shapes] + stacked
 
     def step():
         for a, b, out in products:

@@ -11,22 +11,27 @@ scaled once, with layer 0's input rows computed once per id:
         logits = stream.step(token)      # int -> (1, V), like model.step(np.array([token]), state)
         token = stream.draw(logits, rng, temperature, top_k, top_p, allowed)   # like choose
 
-It gives exactly the logits, bit for bit, and the draws of the general path for the same
-generator state (tests/test_stepper.py compares them for every cell, input, head and dtype).
-Each operation below is the general one with its operands in the same order (or swapped, which
-IEEE addition and multiplication allow), or differs from it only by a factor k in {-1, -2} (the
-gates' constants, cell_base.py): multiplying by a power of two is exact, so x (Wh k) and
-(x Wh) k are the same bits, as are x k + y k and (x + y) k. What would not be exact is left
-undone: the LSTM and RNN biases are not folded into the input rows, because the general step
-rounds ((x + h Wh) + b), not ((x + b) + h Wh) (the GRU's x-side bias is folded: there the
-general step adds it to x Wx first); and an embedding's projection is computed row by row as
-the (1, E) @ (E, G) product the general step computes, not as one (V, E) @ (E, G) GEMM, which
-may sum in another order. (The one theoretical exception, far from any real weights: a product
-that underflows to a subnormal can round differently once scaled by k.)
+What it gives against the general path (tests/test_stepper.py checks every cell, input, head
+and dtype): the draw is exactly choose's, the same id for the same logits and generator state.
+Layer 0 and the head give the general step's bits: each operation is the general one with its
+operands in the same order (or swapped, which IEEE addition and multiplication allow), or
+differs from it only by a factor k in {-1, -2} (the gates' constants, cell_base.py):
+multiplying by a power of two is exact, so x (Wh k) and (x Wh) k are the same bits, as are
+x k + y k and (x + y) k. What would not be exact is left undone there: the LSTM and RNN biases
+are not folded into the input rows, because the general step rounds ((x + h Wh) + b), not
+((x + b) + h Wh) (the GRU's x-side bias is folded: there the general step adds it to x Wx
+first); and an embedding's projection is computed row by row as the (1, E) @ (E, G) product
+the general step computes, not as one (V, E) @ (E, G) GEMM, which may sum in another order.
+(The one theoretical exception, far from any real weights: a product that underflows to a
+subnormal can round differently once scaled by k.)
 
-Matrix products take (1, n) arrays, as in the general step, so that BLAS runs the same kernel;
-elementwise calls take 1-D views of them, which NumPy runs at about half the cost of a (1, n)
-array meeting a broadcast (n,) operand.
+A layer above the first is where the time goes at H >= 256, and there speed wins over bits:
+its x Wx + h Wh is one product over the stacked weights (below), which OpenBLAS runs on both
+cores, and its one sum over D + H terms rounds differently from the general step's two sums
+added. From layer 1 up the logits therefore agree with the general step's to float rounding,
+not bit for bit, and a sample of a stacked model is the general path's text unless a uniform
+falls within that rounding of a boundary between two ids; a one-layer model's text is the
+general path's, character for character.
 """
 
 from __future__ import annotations
@@ -74,60 +79,112 @@ class _InputRows:
 # then costs no attribute look-ups or slicing beyond the NumPy calls themselves, which at these
 # sizes cost about as much as their arithmetic. step(x): x is an id (layer 0) or the layer
 # below's h (1, H); it returns this layer's h (1, H), a buffer overwritten by the next step.
-# Matrix products take (1, n) arrays, elementwise calls their 1-D views.
+# Elementwise calls take 1-D views.
 
 add, multiply, subtract, matmul = np.add, np.multiply, np.subtract, np.matmul
 
-
-def _input_and_recurrent(x, h2, Wh, Wx, rows, fill, out2, spare2) -> None:
-    """out2 (1, G) = h2 Wh + the input's part: the cached row of id x in layer 0 (rows, fill),
-    the product x Wx above it (spare2 (1, G) its buffer). The general step adds the same two
-    terms in the other order, which IEEE addition gives the same bits."""
-    matmul(h2, Wh, out=out2)
-    out = out2[0]
-    if rows is not None:
-        row = rows.get(x)
-        add(out, fill(x) if row is None else row, out=out)
-    else:
-        matmul(x, Wx, out=spare2)
-        add(out, spare2[0], out=out)
+# OpenBLAS (0.3.x, as NumPy's wheels ship it) runs a matrix-vector product of fewer than about
+# 460,000 weights on one thread and splits larger ones over its threads (on a 2-core Xeon:
+# 1024 x 448 float32 took 29 µs with one thread or two, 1024 x 480 31 µs and 14 µs).
+_SPLIT_FROM = 460_000
 
 
-def _first_rows(first: _InputRows | None):
-    """(rows dict, fill) of layer 0's input rows, or (None, None) above it."""
-    return (first.rows, first.fill) if first is not None else (None, None)
+def stack_pays(separate: tuple[int, ...], stacked: int) -> bool:
+    """Whether a layer's products, of `separate` weights each, should be one product over its
+    stacked weights (`stacked` of them, zero blocks included): only where that one is split over
+    the cores and the separate ones are not, so that each core reads its half of the weights
+    from its own cache instead of one core reading them all (2 x 256 LSTM: 1.8x a character).
+    Elsewhere stacking gains nothing and the GRU's zero blocks cost reads."""
+    return max(separate) < _SPLIT_FROM <= stacked
+
+
+class _Stacked:
+    """x Wx + h Wh as one product M [x; h] into a (G,), [x; h] one buffer xh (D + H,): project(x)
+    copies the layer below's h (1, D) into its first D entries, and the layer writes its own h
+    into h2 (1, H), a view of the rest. Its one sum over D + H terms rounds differently from
+    the general step's two sums added (see the module docstring)."""
+
+    def __init__(self, Wx: np.ndarray, Wh: np.ndarray, a: np.ndarray):
+        # Wx (D, G), Wh (H, G), a (G,)
+        D, H = Wx.shape[0], Wh.shape[0]
+        M = np.ascontiguousarray(np.concatenate([Wx, Wh]).T)     # (G, D + H)
+        xh = np.zeros(D + H, Wh.dtype)
+        self.h2, x_part = xh[None, D:], xh[:D]
+
+        def project(x):
+            np.copyto(x_part, x[0])
+            matmul(M, xh, out=a)
+
+        self.project = project
+
+
+class _Input:
+    """The product part of a layer's pre-activations, written into a (G,) by project(x), for
+    the LSTM and the RNN: h Wh plus the cached row of id x in layer 0 (first, its _InputRows),
+    h Wh + x Wx above it, or _Stacked where that pays. h2 (1, H) is the layer's state h, which
+    the layer's step overwrites in place. Wx (D, G) and Wh (H, G) are the weights as the layer
+    uses them (scaled by k in the LSTM); products of (1, n) arrays, as in the general step, so
+    that BLAS runs the same kernel."""
+
+    def __init__(self, Wx: np.ndarray, Wh: np.ndarray, first: _InputRows | None, a: np.ndarray):
+        self.stacked = first is None and stack_pays((Wx.size, Wh.size), Wx.size + Wh.size)
+        if self.stacked:
+            stacked = _Stacked(Wx, Wh, a)
+            self.h2, self.project = stacked.h2, stacked.project
+            return
+        H, dt = Wh.shape[0], Wh.dtype
+        self.h2 = h2 = np.zeros((1, H), dt)
+        a2 = a[None]
+        if first is not None:
+            get, fill = first.rows.get, first.fill
+
+            def project(x):
+                matmul(h2, Wh, out=a2)
+                row = get(x)
+                add(a, fill(x) if row is None else row, out=a)
+        else:
+            xw2 = np.empty_like(a2)
+            xw = xw2[0]
+
+            def project(x):
+                matmul(h2, Wh, out=a2)
+                matmul(x, Wx, out=xw2)
+                add(a, xw, out=a)
+
+        self.project = project
 
 
 class _LSTM:
-    """One LSTM layer. State: h (1, H) and c, which lives in gc[1] (gc (2, H) = g, c), so that
-    g * i and c * f are one multiply by a[:2H] seen as (2, H) (i, f).
+    """One LSTM layer. State: h (1, H), the _Input's h2, and c, which lives in gc[1]
+    (gc (2, H) = g, c), so that g * i and c * f are one multiply by a[:2H] seen as (2, H) (i, f).
 
-    a (1, 4H) holds k * pre-activations (LSTM.k), then the activations i, f, s, o in place.
+    a (4H,) holds k * pre-activations (LSTM.k), then the activations i, f, s, o in place.
     `ones` (4H,) stands in for the constant 1, which NumPy would convert on every call."""
 
     def __init__(self, cell: LSTM, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
         k = cell.k.astype(dt)                                    # (4H,)
-        Wh_k = p["Wh"] * k                                        # (H, 4H)
         b_k = p["b"] * k                                          # (4H,)
-        Wx_k = None if first else p["Wx"] * k                     # (H, 4H)
-        rows, fill = _first_rows(_InputRows(p["Wx"], embed, lambda x: x * k) if first else None)
+        a = np.empty(4 * H, dt)
+        rows = _InputRows(p["Wx"], embed, lambda x: x * k) if first else None
+        inp = _Input(p["Wx"] * k, p["Wh"] * k, rows, a)
         peep = cell.peephole
         if peep:
             pif_k = -np.stack([p["pi"], p["pf"]])                 # (2, H): k = -1 for i and f
             po_k = -p["po"]                                       # (H,)
-        self.h2 = h2 = np.zeros((1, H), dt)
+        self.h2 = h2 = inp.h2
+        self.stacked = inp.stacked  # above layer 0, where stack_pays
+        project = inp.project
         self.gc = gc = np.zeros((2, H), dt)
-        a2, rec2 = np.empty((1, 4 * H), dt), np.empty((1, 4 * H), dt)
         t, pc, ones = np.empty(H, dt), np.empty((2, H), dt), np.ones(4 * H, dt)
-        a, h = a2[0], h2[0]
+        h = h2[0]
         a_if = a[: 2 * H].reshape(2, H)
         a_sig, ones_sig = (a[: 3 * H], ones[: 3 * H]) if peep else (a, ones)
         s, o, g, c, ones_h = a[2 * H : 3 * H], a[3 * H :], gc[0], gc[1], ones[:H]
 
         def step(x):
-            # General: ((x Wx + h Wh) + b) k. Here (h Wh k + x Wx k) + b k: the same bits.
-            _input_and_recurrent(x, h2, Wh_k, Wx_k, rows, fill, a2, rec2)
+            # General: ((x Wx + h Wh) + b) k. Here (h Wh k + x Wx k) + b k, the same bits.
+            project(x)
             add(a, b_k, out=a)
             if peep:
                 multiply(pif_k, c, out=pc)                        # the previous cell, before c moves
@@ -155,39 +212,48 @@ class _LSTM:
 class _GRU:
     """One GRU layer. State: h (1, H), updated in place.
 
-    rec (1, 3H) holds h Wh k, then r, z (sigmoids) and k_n (h Wh_n + bh_n) in place; the x side
-    (3H,) is k (x Wx + bx + bh_rz), for layer 0 a row of the input table with the bias folded
-    in (here folding is exact: the general step adds that bias to x Wx before anything else)."""
+    Unstacked, rec (3H,) = h Wh k, and the x side ax (3H,) = k (x Wx + bx + bh_rz): in layer 0
+    a row of the input table with the bias folded in (exact: the general step adds that bias to
+    x Wx before anything else). Stacked (stack_pays), u (4H,) = M [x; h] =
+    k (x Wx_rz + h Wh_rz, x Wx_n, h Wh_n), the weights stacked with two zero (H, H) blocks since
+    n keeps its x and h parts apart, and the x-side bias added after. Either way the r, z part
+    then holds the sigmoids and the h Wh_n part k_n (h Wh_n + bh_n), in place."""
 
     def __init__(self, cell: GRU, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
         k, bias_x, bhn_k = cell.scaled(p, dt)                    # (3H,), (3H,), (H,)
-        Wh_k = p["Wh"] * k                                        # (H, 3H)
-        rows, fill = _first_rows(_InputRows(p["Wx"], embed, lambda x: (x + bias_x) * k) if first else None)
-        if not first:
-            Wx_k = p["Wx"] * k                                    # (H, 3H)
-            bx_k = bias_x * k                                     # (3H,)
-        self.h2 = h2 = np.zeros((1, H), dt)
-        ax2, rec2 = np.empty((1, 3 * H), dt), np.empty((1, 3 * H), dt)
-        n, t, ones = np.empty(H, dt), np.empty(H, dt), np.ones(2 * H, dt)
-        rec, h, ones_h = rec2[0], h2[0], ones[:H]
-        rz, r, z, hn = rec[: 2 * H], rec[:H], rec[H : 2 * H], rec[2 * H :]
-
-        def step(x):
-            if rows is not None:
-                ax = rows.get(x)
-                if ax is None:
-                    ax = fill(x)
+        Wx_k, Wh_k = p["Wx"] * k, p["Wh"] * k                     # (D, 3H), (H, 3H)
+        bx_k = bias_x * k                                         # (3H,)
+        D = Wx_k.shape[0]
+        self.stacked = stack = not first and stack_pays((Wx_k.size, Wh_k.size), (D + H) * 4 * H)
+        if stack:
+            pre = np.empty(4 * H, dt)
+            zeros_x, zeros_h = np.zeros((D, H), dt), np.zeros((H, H), dt)
+            stacked = _Stacked(np.hstack([Wx_k, zeros_x]),
+                               np.hstack([Wh_k[:, : 2 * H], zeros_h, Wh_k[:, 2 * H :]]), pre)
+            self.h2 = h2 = stacked.h2
+            project, x_side, xn = stacked.project, pre[: 3 * H], pre[2 * H : 3 * H]
+        else:
+            self.h2 = h2 = np.zeros((1, H), dt)
+            rec2 = np.empty((1, 3 * H), dt)
+            pre = rec2[0]
+            if first:
+                rows = _InputRows(p["Wx"], embed, lambda x: (x + bias_x) * k)
+                get, fill = rows.rows.get, rows.fill
             else:
-                matmul(x, Wx_k, out=ax2)
-                ax = ax2[0]
-                add(ax, bx_k, out=ax)
-            matmul(h2, Wh_k, out=rec2)
-            add(rz, ax[: 2 * H], out=rz)
+                ax2 = np.empty((1, 3 * H), dt)
+                ax_upper = ax2[0]
+        n, t, ones = np.empty(H, dt), np.empty(H, dt), np.ones(2 * H, dt)
+        h, ones_h = h2[0], ones[:H]
+        rz, r, z, hn = pre[: 2 * H], pre[:H], pre[H : 2 * H], pre[-H:]
+
+        def update(xn):
+            """From the summed r, z pre-activations, k_n h Wh_n and the x side of n, xn (H,),
+            to the new h."""
             _sigmoid_of_negated(rz, ones)
             add(hn, bhn_k, out=hn)
             multiply(r, hn, out=n)
-            add(ax[2 * H :], n, out=n)
+            add(xn, n, out=n)
             _sigmoid_of_negated(n, ones_h)
             add(n, n, out=n)                                      # n = tanh(...) = 2 s - 1
             subtract(n, ones_h, out=n)
@@ -196,6 +262,27 @@ class _GRU:
             add(n, t, out=h)
             return h2
 
+        if stack:
+            def step(x):
+                project(x)
+                add(x_side, bx_k, out=x_side)
+                return update(xn)
+        elif first:
+            def step(x):
+                ax = get(x)
+                if ax is None:
+                    ax = fill(x)
+                matmul(h2, Wh_k, out=rec2)
+                add(rz, ax[: 2 * H], out=rz)
+                return update(ax[2 * H :])
+        else:
+            def step(x):
+                matmul(x, Wx_k, out=ax2)
+                add(ax_upper, bx_k, out=ax_upper)
+                matmul(h2, Wh_k, out=rec2)
+                add(rz, ax_upper[: 2 * H], out=rz)
+                return update(ax_upper[2 * H :])
+
         self.step = step
 
     def reset(self) -> None:
@@ -203,34 +290,33 @@ class _GRU:
 
 
 class _RNN:
-    """One vanilla RNN layer. State: h (1, H), in one of two buffers that swap, since h' is
-    computed from h Wh into a buffer of its own."""
+    """One vanilla RNN layer. State: h (1, H), the _Input's h2, written from a (H,), the
+    pre-activation."""
 
     def __init__(self, cell: RNN, p: dict, first: bool, embed: np.ndarray | None):
         H, dt = cell.hidden_size, p["Wh"].dtype
         Wh, Wx, b = p["Wh"], p["Wx"], p["b"]                      # (H, H), (D, H), (H,)
-        rows, fill = _first_rows(_InputRows(Wx, embed, lambda x: x) if first else None)
+        a = np.empty(H, dt)
+        inp = _Input(Wx, Wh, _InputRows(Wx, embed, lambda x: x) if first else None, a)
+        self.h2 = h2 = inp.h2
+        self.stacked = inp.stacked  # above layer 0, where stack_pays
+        project = inp.project
+        h, zero = h2[0], np.zeros(H, dt)
         relu = cell.nonlinearity == "relu"
-        buffers = [np.zeros((1, H), dt), np.zeros((1, H), dt)]   # [h, spare]
-        self.buffers = buffers
-        xw2, zero = np.empty((1, H), dt), np.zeros(H, dt)
 
         def step(x):
-            h2, a2 = buffers
-            a = a2[0]
-            _input_and_recurrent(x, h2, Wh, Wx, rows, fill, a2, xw2)  # general: (x Wx + h Wh) + b
+            project(x)                                            # general: (x Wx + h Wh) + b
             add(a, b, out=a)
             if relu:
-                np.maximum(a, zero, out=a)
+                np.maximum(a, zero, out=h)
             else:
-                np.tanh(a, out=a)
-            buffers.reverse()
-            return a2
+                np.tanh(a, out=h)
+            return h2
 
         self.step = step
 
     def reset(self) -> None:
-        self.buffers[0].fill(0)
+        self.h2.fill(0)
 
 
 _LAYERS = {LSTM: _LSTM, GRU: _GRU, RNN: _RNN}

@@ -1,7 +1,9 @@
 """The lean one-stream path (charrnn.stepper) against the general one (model.step + choose).
 
-Every comparison is exact: the same logits bit for bit, the same ids, the same text, the same
-generator state afterwards."""
+Every comparison is exact (the same logits bit for bit, the same ids, the same text, the same
+generator state afterwards) except for stacked layers (stepper.stack_pays: layers above the
+first of the size where one product over [x; h] is split over the cores), whose logits agree
+to float rounding; the small models of the exact tests have none."""
 
 import copy
 import itertools
@@ -109,6 +111,56 @@ def test_one_stream_of_a_wider_stacked_model_still_matches():
         for token in np.random.default_rng(0).integers(0, 65, 40):
             general, state = model.step(np.array([token]), state)
             np.testing.assert_array_equal(stream.step(int(token)), general)
+
+
+# (cell, peephole, nonlinearity, hidden size) of stacked layers: stack_pays holds above layer 0.
+STACKED = [(("lstm", False, "tanh"), 256), (("lstm", True, "tanh"), 256), (("gru", False, "tanh"), 256),
+           (("rnn", False, "tanh"), 512), (("rnn", False, "relu"), 512)]
+
+
+def test_layers_are_stacked_only_where_the_stacked_product_is_split_and_the_separate_ones_not():
+    def stacked(cell, hidden, layers=3):
+        model = make_model((cell, False, "tanh"), 0, "full", "float32", 30, hidden=hidden, layers=layers)
+        return [layer.stacked for layer in model.one_stream().layers]
+
+    assert stacked("lstm", 256) == stacked("gru", 256) == stacked("rnn", 512) == [False, True, True]
+    # Too small to be split even stacked, or each product already split on its own.
+    for cell, hidden in (("lstm", 16), ("lstm", 200), ("lstm", 512), ("gru", 192), ("gru", 512),
+                         ("rnn", 256), ("rnn", 1024)):
+        assert stacked(cell, hidden) == [False, False, False], (cell, hidden)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+@pytest.mark.parametrize("embedding", [0, 6])
+@pytest.mark.parametrize("cells, hidden", STACKED, ids=lambda v: "-".join(map(str, v)) if isinstance(v, tuple) else str(v))
+def test_stacked_layers_give_the_logits_of_step_to_rounding(cells, hidden, embedding, head, dtype, scale):
+    # Their one sum over D + H terms rounds differently from step's two sums added: about 2e-6
+    # of the largest logit in float32 and 4e-15 in float64 here. A wrong weight block or state
+    # would be off by the logits' own size.
+    V = 30
+    model = make_model(cells, embedding, head, dtype, V, scale=scale, hidden=hidden, layers=3)
+    stream, state = model.one_stream(), model.init_state(1)
+    assert [layer.stacked for layer in stream.layers] == [False, True, True]
+    eps = np.finfo(dtype).eps
+    with np.errstate(all="ignore"):  # the ReLU RNN at scale 3 grows to 1e9, on both paths alike
+        for k, token in enumerate(np.random.default_rng(3).integers(0, V, 60)):
+            if k == 30:
+                stream.reset()
+                state = model.init_state(1)
+            lean = stream.step(int(token))
+            general, state = model.step(np.array([token]), state)
+            assert lean.shape == general.shape == (1, V) and lean.dtype == general.dtype
+            np.testing.assert_allclose(lean, general, rtol=0, atol=1000 * eps * np.abs(general).max())
+
+
+def test_a_stacked_model_samples_the_same_text_for_the_same_seed(vocab):
+    model = make_model(STACKED[0][0], 0, "full", "float32", len(vocab), hidden=256, layers=2)
+    assert model.one_stream().layers[1].stacked
+    first, again = ("".join(generate(lean_only(model), vocab, np.random.default_rng(5), length=150))
+                    for _ in range(2))
+    assert first == again and len(first) == 150
 
 
 OPTIONS = [
