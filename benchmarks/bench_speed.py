@@ -15,8 +15,8 @@ For each configuration (cell, V, H, layers, B, T) it measures, in one run:
 - sampling chars/s with one stream (2,000 characters: the lean OneStream path of `charrnn sample`,
   and the general model.step + charrnn.sample.choose it replaced, timed alternately, against
   PyTorch in a Python loop with torch.multinomial under no_grad) and with 64 streams at once,
-  each beside its floor, the step's matrix products alone (for one stream the (1, n) products
-  of one OneStream step; "share" = floor time / the step's time);
+  each beside its floor, the step's matrix products alone (for one stream the products of one
+  OneStream step, stacked where it stacks them; "share" = floor time / the step's time);
 - the peak memory of charrnn training: ru_maxrss of a fresh process that built the model and ran
   the timed steps (everything: interpreter, parameters, Adam state, the step's temporaries),
   plus, with --processes N, N times the largest worker's (an upper bound of the sum), and

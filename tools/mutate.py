@@ -198,6 +198,13 @@ MUTANTS = [
       "the lean draw trusts the binary search on u * C", "tests/test_stepper.py"),
     m("M57", SAMPLE, "    stream = one_stream(model, num_samples)\n", "    stream = None\n",
       "generate never takes the lean path", "tests/test_stepper.py"),
+    m("M63", STEP, "            np.copyto(x_part, x[0])\n", "",
+      "a stacked layer never sees the layer below's h", "tests/test_stepper.py"),
+    m("M64", STEP, "np.hstack([Wh_k[:, : 2 * H], zeros_h, Wh_k[:, 2 * H :]])",
+      "np.hstack([Wh_k[:, : 2 * H], Wh_k[:, 2 * H :], zeros_h])",
+      "a stacked GRU adds h Wh_n to the x side of n, outside r *", "tests/test_stepper.py"),
+    m("M65", STEP, "    return max(separate) < _SPLIT_FROM <= stacked", "    return False",
+      "no layer is ever stacked", "tests/test_stepper.py"),
     # -- equivalent or unobservable: listed with the reason, not run ---------------------------
     m("M47", CELL, "    if Wx.shape[0] <= T * B:", "    if Wx.shape[0] < T * B:",
       "input projection switches to gather-then-scale one row later", equivalent=(
