@@ -249,6 +249,7 @@ def worker_numpy_sample_floor(cfg, steps, rows=64):
     instead of x Wx and h Wh (with the GRU's two zero blocks)."""
     import numpy as np
 
+    from charrnn.cores import blas_threads
     from charrnn.stepper import stack_pays
 
     cell, V, H, L, B, T, head = _unpack(cfg)
@@ -260,7 +261,7 @@ def worker_numpy_sample_floor(cfg, steps, rows=64):
 
     stacked_rows = 4 * H if cell == "gru" else G  # (G', D + H): the GRU keeps n's x and h parts apart
     stacked = []
-    if rows == 1 and L > 1 and stack_pays((H * G, H * G), stacked_rows * 2 * H):
+    if rows == 1 and L > 1 and stack_pays((H * G, H * G), stacked_rows * 2 * H, blas_threads()):
         stacked = [(rand(stacked_rows, 2 * H), rand(2 * H), np.empty(stacked_rows, np.float32))
                    for _ in range(L - 1)]
     shapes = [(H, G)] * (1 if stacked else 2 * L - 1)  # h Wh of every layer, x Wx above the first

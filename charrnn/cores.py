@@ -70,3 +70,20 @@ def _v1_quota(directory: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return None if limit <= 0 or period <= 0 else limit / period
+
+
+# Read by OpenBLAS when it loads, in this order: the first positive count is its thread count.
+_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def blas_threads(environ=os.environ) -> int:
+    """The threads OpenBLAS splits a product over in this process: the count the environment
+    sets, else one per core, at most one per available core."""
+    for name in _BLAS_THREAD_VARIABLES:
+        try:
+            count = int(environ.get(name, ""))
+        except ValueError:
+            continue
+        if count > 0:
+            return min(count, available_cores())
+    return available_cores()

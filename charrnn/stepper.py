@@ -25,13 +25,14 @@ the general step computes, not as one (V, E) @ (E, G) GEMM, which may sum in ano
 (The one theoretical exception, far from any real weights: a product that underflows to a
 subnormal can round differently once scaled by k.)
 
-A layer above the first is where the time goes at H >= 256, and there speed wins over bits:
-its x Wx + h Wh is one product over the stacked weights (below), which OpenBLAS runs on both
-cores, and its one sum over D + H terms rounds differently from the general step's two sums
-added. From layer 1 up the logits therefore agree with the general step's to float rounding,
-not bit for bit, and a sample of a stacked model is the general path's text unless a uniform
-falls within that rounding of a boundary between two ids; a one-layer model's text is the
-general path's, character for character.
+Where speed wins over bits: a layer above the first whose x Wx + h Wh, as one product over the
+stacked weights, OpenBLAS splits over the cores while it runs each of the two on one core
+(stack_pays: a 2 x 256 LSTM or GRU, a 2 x 512 vanilla RNN) makes that one product, and its one
+sum over D + H terms rounds differently from the general step's two sums added. From such a
+layer up the logits agree with the general step's to float rounding, not bit for bit, and a
+sample is the general path's text unless a uniform falls within that rounding of a boundary
+between two ids. Every other model (one layer, other sizes, one BLAS thread) gives the
+general path's bits, and its text character for character.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import math
 import numpy as np
 
 from .adaptive import AdaptiveHead
+from .cores import blas_threads
 from .gru import GRU
 from .lstm import LSTM
 from .rnn import RNN
@@ -89,13 +91,14 @@ add, multiply, subtract, matmul = np.add, np.multiply, np.subtract, np.matmul
 _SPLIT_FROM = 460_000
 
 
-def stack_pays(separate: tuple[int, ...], stacked: int) -> bool:
+def stack_pays(separate: tuple[int, ...], stacked: int, threads: int) -> bool:
     """Whether a layer's products, of `separate` weights each, should be one product over its
-    stacked weights (`stacked` of them, zero blocks included): only where that one is split over
-    the cores and the separate ones are not, so that each core reads its half of the weights
-    from its own cache instead of one core reading them all (2 x 256 LSTM: 1.8x a character).
-    Elsewhere stacking gains nothing and the GRU's zero blocks cost reads."""
-    return max(separate) < _SPLIT_FROM <= stacked
+    stacked weights (`stacked` of them, zero blocks included), with OpenBLAS on `threads`
+    threads: only where that one is split over the cores and the separate ones are not, so that
+    each core reads its half of the weights from its own cache instead of one core reading them
+    all (2 x 256 LSTM: 1.8x a character). Elsewhere stacking gains nothing and the GRU's zero
+    blocks cost reads."""
+    return threads > 1 and max(separate) < _SPLIT_FROM <= stacked
 
 
 class _Stacked:
@@ -120,14 +123,15 @@ class _Stacked:
 
 class _Input:
     """The product part of a layer's pre-activations, written into a (G,) by project(x), for
-    the LSTM and the RNN: h Wh plus the cached row of id x in layer 0 (first, its _InputRows),
-    h Wh + x Wx above it, or _Stacked where that pays. h2 (1, H) is the layer's state h, which
-    the layer's step overwrites in place. Wx (D, G) and Wh (H, G) are the weights as the layer
-    uses them (scaled by k in the LSTM); products of (1, n) arrays, as in the general step, so
-    that BLAS runs the same kernel."""
+    the LSTM and the RNN: h Wh plus the cached row of id x in layer 0 (first, its _InputRows;
+    Wx None), h Wh + x Wx above it, or _Stacked where that pays. Unstacked, the products take
+    (1, n) arrays, as in the general step, so that BLAS runs the same kernel. h2 (1, H) is the
+    layer's state h, which the layer's step overwrites in place. Wx (D, G) and Wh (H, G) are the
+    weights as the layer uses them (scaled by k in the LSTM); threads: blas_threads()."""
 
-    def __init__(self, Wx: np.ndarray, Wh: np.ndarray, first: _InputRows | None, a: np.ndarray):
-        self.stacked = first is None and stack_pays((Wx.size, Wh.size), Wx.size + Wh.size)
+    def __init__(self, Wx: np.ndarray | None, Wh: np.ndarray, first: _InputRows | None,
+                 a: np.ndarray, threads: int):
+        self.stacked = first is None and stack_pays((Wx.size, Wh.size), Wx.size + Wh.size, threads)
         if self.stacked:
             stacked = _Stacked(Wx, Wh, a)
             self.h2, self.project = stacked.h2, stacked.project
@@ -161,13 +165,13 @@ class _LSTM:
     a (4H,) holds k * pre-activations (LSTM.k), then the activations i, f, s, o in place.
     `ones` (4H,) stands in for the constant 1, which NumPy would convert on every call."""
 
-    def __init__(self, cell: LSTM, p: dict, first: bool, embed: np.ndarray | None):
+    def __init__(self, cell: LSTM, p: dict, first: bool, embed: np.ndarray | None, threads: int):
         H, dt = cell.hidden_size, p["Wh"].dtype
         k = cell.k.astype(dt)                                    # (4H,)
         b_k = p["b"] * k                                          # (4H,)
         a = np.empty(4 * H, dt)
         rows = _InputRows(p["Wx"], embed, lambda x: x * k) if first else None
-        inp = _Input(p["Wx"] * k, p["Wh"] * k, rows, a)
+        inp = _Input(None if first else p["Wx"] * k, p["Wh"] * k, rows, a, threads)
         peep = cell.peephole
         if peep:
             pif_k = -np.stack([p["pi"], p["pf"]])                 # (2, H): k = -1 for i and f
@@ -183,7 +187,8 @@ class _LSTM:
         s, o, g, c, ones_h = a[2 * H : 3 * H], a[3 * H :], gc[0], gc[1], ones[:H]
 
         def step(x):
-            # General: ((x Wx + h Wh) + b) k. Here (h Wh k + x Wx k) + b k, the same bits.
+            # General: ((x Wx + h Wh) + b) k. Here (h Wh k + x Wx k) + b k, the same bits
+            # (stacked: the one sum M [x; h] in place of the first, see _Stacked).
             project(x)
             add(a, b_k, out=a)
             if peep:
@@ -212,20 +217,23 @@ class _LSTM:
 class _GRU:
     """One GRU layer. State: h (1, H), updated in place.
 
-    Unstacked, rec (3H,) = h Wh k, and the x side ax (3H,) = k (x Wx + bx + bh_rz): in layer 0
-    a row of the input table with the bias folded in (exact: the general step adds that bias to
-    x Wx before anything else). Stacked (stack_pays), u (4H,) = M [x; h] =
-    k (x Wx_rz + h Wh_rz, x Wx_n, h Wh_n), the weights stacked with two zero (H, H) blocks since
-    n keeps its x and h parts apart, and the x-side bias added after. Either way the r, z part
-    then holds the sigmoids and the h Wh_n part k_n (h Wh_n + bh_n), in place."""
+    pre holds the products. Unstacked, pre (3H,) = h Wh k, and the x side ax (3H,) =
+    k (x Wx + bx + bh_rz): in layer 0 a row of the input table with the bias folded in (exact:
+    the general step adds that bias to x Wx before anything else). Stacked (stack_pays),
+    pre (4H,) = M [x; h] = k (x Wx_rz + h Wh_rz, x Wx_n, h Wh_n), from weights stacked with a
+    zero (D, H) and a zero (H, H) block since n keeps its x and h parts apart, and the x-side
+    bias added after. Either way the r, z part then holds the sigmoids and the last H entries
+    k_n (h Wh_n + bh_n), in place."""
 
-    def __init__(self, cell: GRU, p: dict, first: bool, embed: np.ndarray | None):
+    def __init__(self, cell: GRU, p: dict, first: bool, embed: np.ndarray | None, threads: int):
         H, dt = cell.hidden_size, p["Wh"].dtype
         k, bias_x, bhn_k = cell.scaled(p, dt)                    # (3H,), (3H,), (H,)
-        Wx_k, Wh_k = p["Wx"] * k, p["Wh"] * k                     # (D, 3H), (H, 3H)
-        bx_k = bias_x * k                                         # (3H,)
-        D = Wx_k.shape[0]
-        self.stacked = stack = not first and stack_pays((Wx_k.size, Wh_k.size), (D + H) * 4 * H)
+        Wh_k = p["Wh"] * k                                        # (H, 3H)
+        D = p["Wx"].shape[0]
+        self.stacked = stack = not first and stack_pays((D * 3 * H, H * 3 * H), (D + H) * 4 * H, threads)
+        if not first:
+            Wx_k = p["Wx"] * k                                    # (D, 3H)
+            bx_k = bias_x * k                                     # (3H,)
         if stack:
             pre = np.empty(4 * H, dt)
             zeros_x, zeros_h = np.zeros((D, H), dt), np.zeros((H, H), dt)
@@ -242,7 +250,7 @@ class _GRU:
                 get, fill = rows.rows.get, rows.fill
             else:
                 ax2 = np.empty((1, 3 * H), dt)
-                ax_upper = ax2[0]
+                ax = ax2[0]
         n, t, ones = np.empty(H, dt), np.empty(H, dt), np.ones(2 * H, dt)
         h, ones_h = h2[0], ones[:H]
         rz, r, z, hn = pre[: 2 * H], pre[:H], pre[H : 2 * H], pre[-H:]
@@ -278,10 +286,10 @@ class _GRU:
         else:
             def step(x):
                 matmul(x, Wx_k, out=ax2)
-                add(ax_upper, bx_k, out=ax_upper)
+                add(ax, bx_k, out=ax)
                 matmul(h2, Wh_k, out=rec2)
-                add(rz, ax_upper[: 2 * H], out=rz)
-                return update(ax_upper[2 * H :])
+                add(rz, ax[: 2 * H], out=rz)
+                return update(ax[2 * H :])
 
         self.step = step
 
@@ -293,11 +301,12 @@ class _RNN:
     """One vanilla RNN layer. State: h (1, H), the _Input's h2, written from a (H,), the
     pre-activation."""
 
-    def __init__(self, cell: RNN, p: dict, first: bool, embed: np.ndarray | None):
+    def __init__(self, cell: RNN, p: dict, first: bool, embed: np.ndarray | None, threads: int):
         H, dt = cell.hidden_size, p["Wh"].dtype
         Wh, Wx, b = p["Wh"], p["Wx"], p["b"]                      # (H, H), (D, H), (H,)
         a = np.empty(H, dt)
-        inp = _Input(Wx, Wh, _InputRows(Wx, embed, lambda x: x) if first else None, a)
+        rows = _InputRows(Wx, embed, lambda x: x) if first else None
+        inp = _Input(None if first else Wx, Wh, rows, a, threads)
         self.h2 = h2 = inp.h2
         self.stacked = inp.stacked  # above layer 0, where stack_pays
         project = inp.project
@@ -391,12 +400,13 @@ class OneStream:
 
     def __init__(self, cells: list, params: dict, embedding: bool, adaptive: AdaptiveHead | None):
         dt = params["layers.0.Wh"].dtype
+        threads = blas_threads()  # whether OpenBLAS can split a product over cores (stack_pays)
         self.layers = []
         for layer, cell in enumerate(cells):
             prefix = f"layers.{layer}."
             p = {key[len(prefix):]: value for key, value in params.items() if key.startswith(prefix)}
             embed = params["embed.W"] if embedding else None  # (V, E)
-            self.layers.append(_LAYERS[type(cell)](cell, p, layer == 0, embed))
+            self.layers.append(_LAYERS[type(cell)](cell, p, layer == 0, embed, threads))
         self.head = _AdaptiveHead(adaptive, params, dt) if adaptive else _FullHead(params, dt)
         self.vocab_size = self.head.out.shape[1]
         self.z = np.empty((1, self.vocab_size))                   # float64: draw's work buffer

@@ -92,3 +92,17 @@ def test_a_run_with_auto_equals_the_run_with_the_count_it_chose(tmp_path, repo_r
     assert sorted(a) == sorted(b)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_blas_threads_is_the_environments_count_capped_by_the_cores(monkeypatch):
+    from charrnn import cores
+
+    monkeypatch.setattr(cores, "available_cores", lambda: 4)
+    assert cores.blas_threads({}) == 4
+    assert cores.blas_threads({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "3"}) == 1
+    assert cores.blas_threads({"OMP_NUM_THREADS": "3"}) == 3
+    assert cores.blas_threads({"GOTO_NUM_THREADS": "2", "OMP_NUM_THREADS": "3"}) == 2
+    assert cores.blas_threads({"OPENBLAS_NUM_THREADS": "16"}) == 4
+    # Unset, empty, zero or not a number: the next variable, else one thread per core.
+    assert cores.blas_threads({"OPENBLAS_NUM_THREADS": "", "OMP_NUM_THREADS": "0"}) == 4
+    assert cores.blas_threads({"OPENBLAS_NUM_THREADS": "many", "GOTO_NUM_THREADS": "2"}) == 2

@@ -203,8 +203,12 @@ MUTANTS = [
     m("M64", STEP, "np.hstack([Wh_k[:, : 2 * H], zeros_h, Wh_k[:, 2 * H :]])",
       "np.hstack([Wh_k[:, : 2 * H], Wh_k[:, 2 * H :], zeros_h])",
       "a stacked GRU adds h Wh_n to the x side of n, outside r *", "tests/test_stepper.py"),
-    m("M65", STEP, "    return max(separate) < _SPLIT_FROM <= stacked", "    return False",
+    m("M65", STEP, "    return threads > 1 and max(separate) < _SPLIT_FROM <= stacked", "    return False",
       "no layer is ever stacked", "tests/test_stepper.py"),
+    m("M66", STEP, "                add(x_side, bx_k, out=x_side)\n", "",
+      "a stacked GRU drops its x-side bias", "tests/test_stepper.py"),
+    m("M67", STEP, "    return threads > 1 and max(separate)", "    return threads > 0 and max(separate)",
+      "layers are stacked with one BLAS thread", "tests/test_stepper.py"),
     # -- equivalent or unobservable: listed with the reason, not run ---------------------------
     m("M47", CELL, "    if Wx.shape[0] <= T * B:", "    if Wx.shape[0] < T * B:",
       "input projection switches to gather-then-scale one row later", equivalent=(
