@@ -87,23 +87,29 @@ def vocab():
     return Vocab.build(TEXT)
 
 
+def paired_logits(model, ids, reset_at):
+    """(lean, general) logits (1, V) for each id fed to both paths, after checking their shape
+    and dtype; both go back to the zero state before ids[reset_at]."""
+    stream, state = model.one_stream(), model.init_state(1)
+    for k, token in enumerate(ids):
+        if k == reset_at:
+            stream.reset()
+            state = model.init_state(1)
+        lean = stream.step(int(token))
+        general, state = model.step(np.array([token]), state)
+        assert lean.shape == general.shape == (1, model.vocab_size) and lean.dtype == general.dtype
+        yield lean, general
+
+
 @pytest.mark.parametrize("scale", [3.0, 40.0])
 @pytest.mark.parametrize("cells, embedding, head, dtype", MODELS, ids=MODEL_IDS)
 def test_one_stream_gives_the_logits_of_step_bit_for_bit(cells, embedding, head, dtype, scale):
     V = 30
     model = make_model(cells, embedding, head, dtype, V, scale=scale)
-    stream = model.one_stream()
-    state = model.init_state(1)
     ids = np.random.default_rng(3).integers(0, V, 150)
     # "all": at scale 40 the ReLU RNN blows up to inf and NaN, on both paths alike.
     with np.errstate(all="ignore"):
-        for k, token in enumerate(ids):
-            if k == 75:
-                stream.reset()
-                state = model.init_state(1)
-            lean = stream.step(int(token))
-            general, state = model.step(np.array([token]), state)
-            assert lean.shape == general.shape == (1, V) and lean.dtype == general.dtype
+        for lean, general in paired_logits(model, ids, reset_at=75):
             np.testing.assert_array_equal(lean, general)
 
 
@@ -164,17 +170,10 @@ def test_stacked_layers_give_the_logits_of_step_to_rounding(blas_threads, cells,
     # the logits' own size.
     V = 30
     model = make_model(cells, embedding, head, dtype, V, scale=scale, hidden=hidden, layers=3)
-    stream, state = model.one_stream(), model.init_state(1)
-    assert [layer.stacked for layer in stream.layers] == [False, True, True]
+    assert [layer.stacked for layer in model.one_stream().layers] == [False, True, True]
     eps = np.finfo(dtype).eps
     with np.errstate(all="ignore"):  # the ReLU RNN at scale 3 grows large, on both paths alike
-        for k, token in enumerate(np.random.default_rng(3).integers(0, V, 60)):
-            if k == 30:
-                stream.reset()
-                state = model.init_state(1)
-            lean = stream.step(int(token))
-            general, state = model.step(np.array([token]), state)
-            assert lean.shape == general.shape == (1, V) and lean.dtype == general.dtype
+        for lean, general in paired_logits(model, np.random.default_rng(3).integers(0, V, 60), reset_at=30):
             assert np.isfinite(general).all()
             np.testing.assert_allclose(lean, general, rtol=0, atol=1000 * eps * np.abs(general).max())
 
