@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from charrnn.cell_base import project
 from charrnn.cells import GRU, LSTM, RNN
 from charrnn.functional import scatter_add_rows
 
@@ -133,6 +134,31 @@ def test_one_hot_matmul_equals_row_gather_forward_and_gradient(build, naive):
         np.testing.assert_allclose(g_ids[key], g_dense[key], rtol=1e-10, atol=1e-12)
     for a, b in zip(ds_ids, ds_dense):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("G", [12, 64, 768, 1024])
+def test_project_keeps_the_values_and_spaces_its_rows(G, dtype):
+    """Each branch (float input, ids from a small and from a large vocabulary) gives (x Wx + b) k,
+    in rows an odd number of cache lines apart wherever G fills whole lines."""
+    rng = np.random.default_rng(3)
+    T, B = 5, 4
+    k = np.where(np.arange(G) < G // 2, -1.0, -2.0).astype(dtype)
+    itemsize = np.dtype(dtype).itemsize
+    for D, kind in [(6, "float"), (9, "ids"), (3 * T * B, "ids")]:  # the last: more rows than ids
+        Wx, b = rng.normal(size=(D, G)).astype(dtype), rng.normal(size=G).astype(dtype)
+        ids = rng.integers(0, D, size=(T, B))
+        x = rng.normal(size=(T, B, D)).astype(dtype) if kind == "float" else ids
+        dense = x if kind == "float" else one_hot(ids, D, dtype)
+        out = project(x, Wx, b, k)
+        assert out.shape == (T, B, G) and out.dtype == dtype
+        np.testing.assert_allclose(out, (dense @ Wx + b) * k, rtol=1e-5 if dtype == np.float32 else 1e-12)
+        row_bytes = out.strides[1]
+        assert out.strides[2] == itemsize and out.strides[0] == B * row_bytes
+        if (G * itemsize) % 64:
+            assert row_bytes == G * itemsize
+        else:
+            assert row_bytes % 64 == 0 and (row_bytes // 64) % 2 == 1 and row_bytes - G * itemsize <= 64
 
 
 def test_scatter_add_rows_equals_one_hot_product():

@@ -101,8 +101,8 @@ MUTANTS = [
     m("M16", LSTM, "        np.multiply(peep[1], c, out=tmp)", "        np.multiply(peep[1], c_prev, out=tmp)",
       "output peephole reads the previous cell instead of the new one", "tests/test_cells.py",
       "tests/test_gradients.py"),
-    m("M17", CELL, "    out = np.take(Wx, x, axis=0)  # large vocabulary: gather first, then scale only those rows\n    out += b\n",
-      "    out = np.take(Wx, x, axis=0)  # large vocabulary: gather first, then scale only those rows\n",
+    m("M17", CELL, "        np.add(np.take(Wx, x.reshape(-1), axis=0), b, out=out)\n",
+      "        np.add(np.take(Wx, x.reshape(-1), axis=0), 0, out=out)\n",
       "large-vocabulary input projection forgets the bias", "tests/test_cells.py", "tests/test_gradients.py",
       "tests/test_model.py"),
     m("M18", LSTM, "        a += p[\"b\"]\n        a *= self.k.astype(a.dtype)", "        a *= self.k.astype(a.dtype)",
@@ -210,7 +210,7 @@ MUTANTS = [
     m("M67", STEP, "    return threads > 1 and max(separate)", "    return threads > 0 and max(separate)",
       "layers are stacked with one BLAS thread", "tests/test_stepper.py"),
     # -- equivalent or unobservable: listed with the reason, not run ---------------------------
-    m("M47", CELL, "    if Wx.shape[0] <= T * B:", "    if Wx.shape[0] < T * B:",
+    m("M47", CELL, "    if is_ids(x) and Wx.shape[0] <= T * B:", "    if is_ids(x) and Wx.shape[0] < T * B:",
       "input projection switches to gather-then-scale one row later", equivalent=(
           "both branches compute the same (x Wx + b) k, exactly: only their cost differs")),
     m("M48", FUNC, "_BLOCK_ELEMENTS = 1 << 18", "_BLOCK_ELEMENTS = 1 << 12",
