@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cell_base import Cell, columns, input_grads, is_ids, project, sigmoid_of_negated_
+from .cell_base import Cell, columns, input_grads, is_ids, project, sigmoid_of_negated_, transposed
 
 
 class GRU(Cell):
@@ -47,7 +47,7 @@ class GRU(Cell):
         # gates[t] (3H, B): x-side pre-activations times k, as columns (lstm.py says why),
         # overwritten in place by r, z, n.
         gates = columns(project(x, p["Wx"], bias_x, k))
-        WhT_k = np.ascontiguousarray((p["Wh"] * k).T)  # (3H, H)
+        WhT_k = transposed(p["Wh"], k)  # (3H, H)
         bhn_k = bhn_k[:, None]
         hn_k = np.empty((T, H, B), dtype=dt)  # k_n (Wh_n h + bh_n), kept for the backward pass
         hbuf = np.empty((T + 1, H, B), dtype=dt)

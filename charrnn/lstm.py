@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cell_base import Cell, columns, input_grads, is_ids, project, sigmoid_of_negated_
+from .cell_base import Cell, columns, input_grads, is_ids, project, sigmoid_of_negated_, transposed
 
 
 class LSTM(Cell):
@@ -69,7 +69,7 @@ class LSTM(Cell):
         # and g = 2 s - 1. Each gate is then one contiguous (H, B) block, which the elementwise
         # calls go through faster than the strided column slices of a (B, 4H) row layout.
         gates = columns(project(x, p["Wx"], p["b"], k))
-        WhT_k = np.ascontiguousarray((p["Wh"] * k).T)  # (4H, H): a_t += WhT_k h_{t-1}
+        WhT_k = transposed(p["Wh"], k)  # (4H, H): a_t += WhT_k h_{t-1}
         hbuf = np.empty((T + 1, H, B), dtype=dt)  # hbuf[0] = h0, hbuf[t+1] = h_t, as columns
         # mult[t] (4, H, B) holds what each gate's derivative is multiplied by in the backward
         # pass: g, c_{t-1}, 4 i (dg/da_g = 4 s (1 - s)) and tanh(c_t). The cell state c_t itself

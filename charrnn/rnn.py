@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cell_base import Cell, input_grads, is_ids, project
+from .cell_base import Cell, input_grads, is_ids, project, transposed
 
 
 class RNN(Cell):
@@ -54,7 +54,7 @@ class RNN(Cell):
         if dstate is not None:
             dh_total[T - 1] += dstate[0]
         dA = np.empty_like(dh_total)
-        WhT = np.ascontiguousarray(p["Wh"].T)
+        WhT = transposed(p["Wh"])
         rec = np.empty((B, H), dtype=dhs.dtype)
         for t in range(T - 1, -1, -1):
             np.multiply(dh_total[t], slope[t], out=dA[t])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from charrnn.cell_base import project
+from charrnn.cell_base import project, transposed
 from charrnn.cells import GRU, LSTM, RNN
 from charrnn.functional import scatter_add_rows
 
@@ -159,6 +159,17 @@ def test_project_keeps_the_values_and_spaces_its_rows(G, dtype):
             assert row_bytes == G * itemsize
         else:
             assert row_bytes % 64 == 0 and (row_bytes // 64) % 2 == 1 and row_bytes - G * itemsize <= 64
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (16, 64), (32, 1024)])
+def test_transposed_is_the_scaled_transpose_bit_for_bit(shape):
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=shape).astype(np.float32)
+    k = np.where(np.arange(shape[1]) % 3, -1.0, -2.0).astype(np.float32)
+    for scale, expected in [(k, (W * k).T), (None, W.T)]:
+        out = transposed(W, scale)
+        assert out.flags.c_contiguous and out.shape == shape[::-1]
+        np.testing.assert_array_equal(out, expected)
 
 
 def test_scatter_add_rows_equals_one_hot_product():
