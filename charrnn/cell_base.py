@@ -1,5 +1,6 @@
 """What the fast cells (lstm.py, gru.py, rnn.py) share: the parameter and state layout, the
-input projection of a whole window, the exp-based sigmoid and the input-weight gradients.
+input projection of a whole window, the transposes into columns, the exp-based sigmoid and the
+input-weight gradients.
 
 A cell is a bundle of pure functions over an explicit parameter dict `p`:
 
