@@ -15,7 +15,7 @@ What it gives against the general path (tests/test_stepper.py checks every cell,
 and dtype): the draw is exactly choose's, the same id for the same logits and generator state.
 Layer 0 and the head give the general step's bits: each operation is the general one with its
 operands in the same order (or swapped, which IEEE addition and multiplication allow), or
-differs from it only by a factor k in {-1, -2} (the gates' constants, cell_base.py):
+differs from it only by a factor k in {1, -1, -2} (the gates' constants, cell_base.py):
 multiplying by a power of two is exact, so x (Wh k) and (x Wh) k are the same bits, as are
 x k + y k and (x + y) k. What would not be exact is left undone there: the LSTM and RNN biases
 are not folded into the input rows, because the general step rounds ((x + h Wh) + b), not
@@ -223,11 +223,11 @@ class _GRU:
     pre (4H,) = M [x; h] = k (x Wx_rz + h Wh_rz, x Wx_n, h Wh_n), from weights stacked with a
     zero (D, H) and a zero (H, H) block since n keeps its x and h parts apart, and the x-side
     bias added after. Either way the r, z part then holds the sigmoids and the last H entries
-    k_n (h Wh_n + bh_n), in place."""
+    h Wh_n + bh_n, in place (n's k is 1)."""
 
     def __init__(self, cell: GRU, p: dict, first: bool, embed: np.ndarray | None, threads: int):
         H, dt = cell.hidden_size, p["Wh"].dtype
-        k, bias_x, bhn_k = cell.scaled(p, dt)                    # (3H,), (3H,), (H,)
+        k, bias_x, bh_n = cell.scaled(p, dt)                     # (3H,), (3H,), (H,)
         Wh_k = p["Wh"] * k                                        # (H, 3H)
         D = p["Wx"].shape[0]
         self.stacked = stack = not first and stack_pays((D * 3 * H, H * 3 * H), (D + H) * 4 * H, threads)
@@ -252,19 +252,17 @@ class _GRU:
                 ax2 = np.empty((1, 3 * H), dt)
                 ax = ax2[0]
         n, t, ones = np.empty(H, dt), np.empty(H, dt), np.ones(2 * H, dt)
-        h, ones_h = h2[0], ones[:H]
+        h = h2[0]
         rz, r, z, hn = pre[: 2 * H], pre[:H], pre[H : 2 * H], pre[-H:]
 
         def update(xn):
-            """From the summed r, z pre-activations, k_n h Wh_n and the x side of n, xn (H,),
-            to the new h."""
+            """From the summed r, z pre-activations, h Wh_n and the x side of n, xn (H,), to
+            the new h."""
             _sigmoid_of_negated(rz, ones)
-            add(hn, bhn_k, out=hn)
+            add(hn, bh_n, out=hn)
             multiply(r, hn, out=n)
             add(xn, n, out=n)
-            _sigmoid_of_negated(n, ones_h)
-            add(n, n, out=n)                                      # n = tanh(...) = 2 s - 1
-            subtract(n, ones_h, out=n)
+            np.tanh(n, out=n)
             subtract(h, n, out=t)                                 # h' = n + z (h - n)
             multiply(t, z, out=t)
             add(n, t, out=h)
