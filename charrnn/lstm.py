@@ -3,11 +3,11 @@ same equations written one timestep at a time for reading.
 
 Speed: the input projection of all T steps is one GEMM (or row gather) before the time loop
 and the weight gradients are one GEMM each after it, so only h @ Wh and a few in-place
-elementwise calls remain per timestep. np.exp is the cheapest transcendental NumPy has on
-float32 (np.tanh costs about twice as much), so the gated cells keep their pre-activations
-multiplied by a per-column constant k and turn a whole gate block into activations with one
+elementwise calls remain per timestep. The pre-activations are kept multiplied by a per-column
+constant k, so that the whole gate block, g inside it included, turns into activations with one
 exp, one add and one reciprocal: sigmoid(a) = 1 / (1 + exp(-a)) (k = -1) and
-tanh(a) = 2 sigmoid(2a) - 1 (k = -2). The backward pass derives each step's local derivatives
+tanh(a) = 2 sigmoid(2a) - 1 (k = -2), where i, f and o apart from g would take three passes of
+their own and a tanh a fourth. The backward pass derives each step's local derivatives
 in cache from the stored activations instead of precomputing them over all T in full-size
 temporaries. The time loops of forward and backward hold each timestep as columns, (4H, B) and
 (H, B), so that every gate is one contiguous block (a_t = Wh^T h_{t-1} + ...); a window is
