@@ -85,7 +85,7 @@ class _InputRows:
 
 # np.dot, not np.matmul (the general step's @): for these shapes it makes the same BLAS call,
 # bit for bit (tests/test_stepper.py), with about 0.4 µs less dispatch a call (Zen 4: 1.66
-# against 2.10 µs at (1, 256) @ (256, 65)); 1.02x to 1.08x a character at H = 128 and 256.
+# against 2.10 µs at (1, 256) @ (256, 65)); 0.99x to 1.08x a character at H = 128 and 256.
 add, multiply, subtract, dot = np.add, np.multiply, np.subtract, np.dot
 
 # OpenBLAS (0.3.x, as NumPy's wheels ship it) runs a matrix-vector product of fewer than about
